@@ -1,0 +1,24 @@
+"""Make every ``torch.load`` an installed skorch does honour ``torch_load_kwargs``.
+
+>>> import skorch_loadfix
+>>> skorch_loadfix.apply()  # doctest: +SKIP
+"""
+
+from __future__ import annotations
+
+from .errors import UntrustedPickleError
+from .load_kwargs import torch_load_kwargs
+from .patching import apply, is_applied, revert, status
+from .status import CallSite, Status
+
+__all__ = [
+    "CallSite",
+    "Status",
+    "UntrustedPickleError",
+    "apply",
+    "is_applied",
+    "revert",
+    "status",
+    "torch_load_kwargs",
+]
+

@@ -1,0 +1,89 @@
+"""The keyword arguments each ``torch.load`` gets, and the checks they pass first.
+
+Precedence, first that is set wins: the caller's ``torch_load_kwargs()`` block, the
+net's own ``torch_load_kwargs``, the default given to ``apply()``, the installed
+skorch's default. ``weights_only`` is always filled in, so torch never has to guess it.
+"""
+
+from __future__ import annotations
+
+import contextvars
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
+from typing import Any
+
+_caller: contextvars.ContextVar[dict[str, Any] | None] = contextvars.ContextVar(
+    "skorch_loadfix.caller_kwargs", default=None
+)
+_process_default: dict[str, Any] | None = None
+
+
+def checked(kwargs: object, where: str, *, in_memory: bool = False) -> dict[str, Any]:
+    """Return ``kwargs`` as a dict, or fail naming ``where`` and the fix.
+
+    ``in_memory`` marks loads of bytes already in memory (a pickled net), which
+    cannot be memory-mapped and must use the reader's own unpickler.
+    """
+    if not isinstance(kwargs, Mapping):
+        raise TypeError(
+            f"{where}: torch_load_kwargs must be a mapping such as "
+            f"{{'weights_only': True}}, not {type(kwargs).__name__}"
+        )
+    kwargs = dict(kwargs)
+    if "map_location" in kwargs:
+        raise ValueError(
+            f"{where}: torch_load_kwargs must not contain 'map_location'; skorch maps "
+            "tensors to the net's device, so set device=... on the net instead"
+        )
+    weights_only = kwargs.get("weights_only")
+    if weights_only is not None and not isinstance(weights_only, bool):
+        raise TypeError(
+            f"{where}: torch_load_kwargs['weights_only'] must be True or False, "
+            f"not {weights_only!r}"
+        )
+    if in_memory and kwargs.get("mmap"):
+        raise ValueError(
+            f"{where}: mmap=True cannot apply to a pickled net, whose tensors are "
+            "bytes already in memory; load it inside "
+            "skorch_loadfix.torch_load_kwargs(weights_only=...) without mmap"
+        )
+    if in_memory and "pickle_module" in kwargs:
+        raise ValueError(
+            f"{where}: pickle_module cannot apply to a pickled net: skorch-loadfix "
+            "picks the unpickler that weights_only asks for"
+        )
+    return kwargs
+
+
+def effective(
+    net_kwargs: object, where: str, fallback: Mapping[str, Any], *, in_memory: bool = False
+) -> dict[str, Any]:
+    """The kwargs for one ``torch.load`` made on behalf of a net."""
+    for source in (_caller.get(), net_kwargs, _process_default):
+        if source is not None:
+            kwargs = checked(source, where, in_memory=in_memory)
+            kwargs.setdefault("weights_only", fallback["weights_only"])
+            return kwargs
+    return dict(fallback)
+
+
+def set_process_default(kwargs: Mapping[str, Any] | None) -> None:
+    global _process_default
+    _process_default = None if kwargs is None else checked(kwargs, "skorch_loadfix.apply()")
+
+
+@contextmanager
+def torch_load_kwargs(**kwargs: Any) -> Iterator[None]:
+    """Decide the kwargs of every skorch ``torch.load`` inside the block.
+
+    A context variable, not a global, so threads and asyncio tasks that load nets
+    side by side each keep their own choice.
+
+    >>> with torch_load_kwargs(weights_only=False):  # doctest: +SKIP
+    ...     net = pickle.load(f)
+    """
+    token = _caller.set(checked(kwargs, "skorch_loadfix.torch_load_kwargs()"))
+    try:
+        yield
+    finally:
+        _caller.reset(token)
