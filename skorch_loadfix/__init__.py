@@ -21,4 +21,3 @@ __all__ = [
     "status",
     "torch_load_kwargs",
 ]
-

@@ -52,14 +52,16 @@ def read_cuda_attributes(
         # torch's own weights-only unpickler refuses an optimizer's defaultdict;
         # a restricted pickle module gives the same guarantee with our allowlist.
         module = _restricted_pickle_module(where) if restricted else pickle
-        return torch.load(
+        attributes: dict[str, Any] = torch.load(
             file, map_location=map_location, weights_only=False, pickle_module=module, **kwargs
         )
+        return attributes
 
     def load_tensor_stream(data: bytes) -> Any:
         return torch.load(io.BytesIO(data), map_location=map_location, **load_kwargs)
 
-    return _BlobUnpickler(file, where, restricted, load_tensor_stream).load()
+    attributes = _BlobUnpickler(file, where, restricted, load_tensor_stream).load()
+    return attributes
 
 
 def is_torch_save(blob: bytes) -> bool:
@@ -131,7 +133,8 @@ def allowed_global(module: str, name: str, where: str) -> Any:
             return obj
     obj = _lookup(sys.modules.get(module), name)
     if obj is not None and (
-        _is_torch_component(obj) or f"{module}.{name}" in _torch_weights_only_globals()
+        _is_torch_component(obj)
+        or f"{module}.{name}" in _torch_weights_only_globals()
         or any(obj is safe for safe in _user_safe_globals())
     ):
         return obj

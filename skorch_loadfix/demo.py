@@ -12,7 +12,7 @@ import tempfile
 import textwrap
 from pathlib import Path
 
-_MODEL = '''
+_MODEL = """
 import numpy as np
 import torch
 from torch import nn
@@ -39,9 +39,9 @@ class Model(nn.Module):
 
 X = np.random.RandomState(0).rand(32, 4).astype("float32")
 y = np.arange(32) % 2
-'''
+"""
 
-_WRITE = '''
+_WRITE = """
 import pickle
 import torch
 from skorch import NeuralNetClassifier
@@ -55,9 +55,9 @@ for writer in WRITERS:
         f.write(dumps(net, writer))
 with open("expected.pkl", "wb") as f:
     pickle.dump(net.predict_proba(X), f)
-'''
+"""
 
-_LOAD = '''
+_LOAD = """
 import pickle, sys, warnings
 import numpy as np
 import skorch_loadfix
@@ -86,7 +86,7 @@ for warning in caught:
 same = np.allclose(net.predict_proba(X), pickle.load(open("expected.pkl", "rb")))
 print("loads   predictions identical" if same else "loads   but predictions DIFFER")
 sys.exit(0 if same else 1)
-'''
+"""
 
 MODES = ("unpatched", "patched", "patched, weights_only=True", "applied, then reverted")
 
@@ -94,7 +94,9 @@ MODES = ("unpatched", "patched", "patched, weights_only=True", "applied, then re
 def _run(code: str, *args: str, cwd: str) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
         [sys.executable, "-c", textwrap.dedent(code), *args],
-        cwd=cwd, capture_output=True, text=True,
+        cwd=cwd,
+        capture_output=True,
+        text=True,
     )
 
 
@@ -110,7 +112,9 @@ def main() -> int:
             print(written.stderr, file=sys.stderr)
             return 1
         print("A fitted NeuralNetClassifier (nested custom modules, Adam), pickled as")
-        print("skorch <= 1.1 writes it (blob by torch.save) and as skorch >= 1.2 does (by pickle).\n")
+        print(
+            "skorch <= 1.1 writes it (blob by torch.save) and as skorch >= 1.2 does (by pickle).\n"
+        )
         ok = True
         for writer in ("torch.save", "pickle"):
             print(f"file written with the blob by {writer}:")

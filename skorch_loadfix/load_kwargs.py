@@ -8,7 +8,7 @@ skorch's default. ``weights_only`` is always filled in, so torch never has to gu
 from __future__ import annotations
 
 import contextvars
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from typing import Any
 
@@ -56,15 +56,22 @@ def checked(kwargs: object, where: str, *, in_memory: bool = False) -> dict[str,
 
 
 def effective(
-    net_kwargs: object, where: str, fallback: Mapping[str, Any], *, in_memory: bool = False
+    net_kwargs: object,
+    where: str,
+    fallback: Callable[[], Mapping[str, Any]],
+    *,
+    in_memory: bool = False,
 ) -> dict[str, Any]:
-    """The kwargs for one ``torch.load`` made on behalf of a net."""
+    """The kwargs for one ``torch.load`` made on behalf of a net.
+
+    ``fallback`` returns the installed skorch's default.
+    """
     for source in (_caller.get(), net_kwargs, _process_default):
         if source is not None:
             kwargs = checked(source, where, in_memory=in_memory)
-            kwargs.setdefault("weights_only", fallback["weights_only"])
+            kwargs.setdefault("weights_only", fallback()["weights_only"])
             return kwargs
-    return dict(fallback)
+    return dict(fallback())
 
 
 def set_process_default(kwargs: Mapping[str, Any] | None) -> None:

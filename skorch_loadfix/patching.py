@@ -37,7 +37,9 @@ class _Layer:
     enabled: bool = True
     wrapper: Any = field(default=None)
 
-    def __call__(self, wrapped: Any, instance: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
+    def __call__(
+        self, wrapped: Any, instance: Any, args: tuple[Any, ...], kwargs: dict[str, Any]
+    ) -> Any:
         if not self.enabled:
             return wrapped(*args, **kwargs)
         return self.patch.wrapper(wrapped, instance, args, kwargs)

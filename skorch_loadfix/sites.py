@@ -25,6 +25,7 @@ from .status import CallSite
 
 NEWEST_TESTED_SKORCH = Version("1.4.0")
 
+Fallback = Callable[[], Mapping[str, Any]]
 Wrapper = Callable[[Callable[..., Any], Any, tuple[Any, ...], dict[str, Any]], Any]
 
 
@@ -47,29 +48,61 @@ def plan(net_module: types.ModuleType, skorch_version: str) -> list[Patch]:
             stacklevel=3,
         )
     has_param = "torch_load_kwargs" in inspect.signature(net_cls.__init__).parameters
-    fallback = _skorch_default(net_module, has_param)
+
+    def fallback() -> dict[str, Any]:
+        return _skorch_default(net_module, has_param)
+
     patches = []
     if _loads_torch(net_cls, "__setstate__") and hasattr(net_module, "get_map_location"):
-        patches.append(Patch(net_cls, "__setstate__", CallSite(
-            "NeuralNet.__setstate__",
-            "reads all three blob formats; each load gets the effective kwargs, and "
-            "weights_only=True restricts the whole blob",
-        ), _setstate(net_module, fallback)))
+        patches.append(
+            Patch(
+                net_cls,
+                "__setstate__",
+                CallSite(
+                    "NeuralNet.__setstate__",
+                    "reads all three blob formats; each load gets the effective kwargs, and "
+                    "weights_only=True restricts the whole blob",
+                ),
+                _setstate(net_module, fallback),
+            )
+        )
     if _loads_torch(net_cls, "load_params"):
         passes = "only the net's own kwargs" if has_param else "no kwargs"
-        patches.append(Patch(net_cls, "load_params", CallSite(
-            "NeuralNet.load_params",
-            f"torch.load gets the effective kwargs (skorch {skorch_version} passes {passes})",
-        ), _load_params(net_cls.__dict__["load_params"], fallback)))
-    patches.append(Patch(net_cls, "_validate_params", CallSite(
-        "NeuralNet._validate_params",
-        "checks torch_load_kwargs at initialize() and set_params()",
-    ), _validate_params))
+        patches.append(
+            Patch(
+                net_cls,
+                "load_params",
+                CallSite(
+                    "NeuralNet.load_params",
+                    f"torch.load gets the effective kwargs "
+                    f"(skorch {skorch_version} passes {passes})",
+                ),
+                _load_params(net_cls.__dict__["load_params"], fallback),
+            )
+        )
+    patches.append(
+        Patch(
+            net_cls,
+            "_validate_params",
+            CallSite(
+                "NeuralNet._validate_params",
+                "checks torch_load_kwargs at initialize() and set_params()",
+            ),
+            _validate_params,
+        )
+    )
     if not has_param:
-        patches.append(Patch(net_cls, "__init__", CallSite(
-            "NeuralNet.__init__",
-            "accepts torch_load_kwargs=None, kept by get_params, clone and pickle",
-        ), _init_with_param))
+        patches.append(
+            Patch(
+                net_cls,
+                "__init__",
+                CallSite(
+                    "NeuralNet.__init__",
+                    "accepts torch_load_kwargs=None, kept by get_params, clone and pickle",
+                ),
+                _init_with_param,
+            )
+        )
     return patches
 
 
@@ -97,7 +130,10 @@ def _code_objects(code: types.CodeType) -> Iterator[types.CodeType]:
 
 
 def _skorch_default(net_module: types.ModuleType, has_param: bool) -> dict[str, Any]:
-    """What the installed skorch passes when a net sets no ``torch_load_kwargs``."""
+    """What the installed skorch passes when a net sets no ``torch_load_kwargs``.
+
+    Asked at each load, not once, as skorch itself does.
+    """
     getter = getattr(net_module, "get_default_torch_load_kwargs", None)
     if getter is not None:  # skorch 1.1 and 1.2
         return dict(getter())
@@ -107,7 +143,7 @@ def _skorch_default(net_module: types.ModuleType, has_param: bool) -> dict[str, 
     return {"weights_only": Version(torch.__version__).release >= (2, 6)}
 
 
-def _setstate(net_module: types.ModuleType, fallback: Mapping[str, Any]) -> Wrapper:
+def _setstate(net_module: types.ModuleType, fallback: Fallback) -> Wrapper:
     def setstate(wrapped: Any, net: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> None:
         (state,) = args
         # skorch's own device logic, so its DeviceWarnings stay as they were.
@@ -126,7 +162,7 @@ _load_params_kwargs: contextvars.ContextVar[dict[str, Any]] = contextvars.Contex
 )
 
 
-def _load_params(original: Callable[..., Any], fallback: Mapping[str, Any]) -> Wrapper:
+def _load_params(original: Callable[..., Any], fallback: Fallback) -> Wrapper:
     rebound = _with_torch_load(original, _torch_load_in_load_params)
 
     def load_params(wrapped: Any, net: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:

@@ -1,0 +1,119 @@
+"""Lint, the test matrix (skorch x torch x wrapt), skorch's own test suite, and the build.
+
+Each torch version gets one venv; the skorch releases sit side by side in it, each
+in its own ``--target`` folder, and PYTHONPATH picks one per run. That keeps the
+matrix to two torch installs and lets any test write a pickle with another skorch.
+"""
+
+import os
+from pathlib import Path
+
+import nox
+
+nox.options.sessions = ["lint", "tests", "skorch_suite", "build"]
+nox.options.reuse_existing_virtualenvs = True
+
+SKORCH = ["0.12.1", "0.14.0", "1.0.0", "1.1.0", "1.2.0", "1.3.1", "1.4.0"]
+TORCH = ["2.5.1", "2.13.0"]
+TEST_DEPS = ["pytest", "pytest-xdist", "numpy", "pandas"]
+# What skorch's own test_net.py needs that this project's tests don't.
+SUITE_DEPS = ["flaky", "safetensors"]
+# skorch's own tests that can't pass here, by name, with the reason.
+SUITE_DESELECT = {
+    "test_load_cuda_params_to_cpu": "needs net_cuda.pt/optimizer_cuda.pt, not shipped in the wheel",
+    "test_pickle_load": "needs net_cuda.pkl, not shipped in the wheel",
+    "test_torch_load_kwargs_forwarded_to_torch_load": (
+        "passes weights_only=123, which skorch-loadfix refuses with a TypeError"
+    ),
+}
+
+
+def pins(skorch: str) -> list[str]:
+    """What an old skorch needs beside it to import at all."""
+    extra = []
+    if skorch.startswith(("0.", "1.0")):  # '__sklearn_tags__' errors on scikit-learn >= 1.8
+        extra.append("scikit-learn==1.5.2")
+    if skorch.startswith(("0.12", "0.13")):  # imports pkg_resources
+        extra.append("setuptools<82")
+    return extra
+
+
+def install_matrix(session: nox.Session, torch: str) -> dict[str, str]:
+    """Install torch, this package and every skorch release; return each release's folder."""
+    session.install(f"torch=={torch}", *TEST_DEPS, ".")
+    root = Path(session.virtualenv.location) / "skorch-releases"
+    folders = {}
+    for skorch in SKORCH:
+        folder = root / skorch
+        if not folder.exists():
+            session.install(
+                "--no-deps", "--target", str(folder), f"skorch=={skorch}", *pins(skorch)
+            )
+        folders[skorch] = str(folder)
+    return folders
+
+
+@nox.session
+@nox.parametrize("torch", TORCH)
+def tests(session: nox.Session, torch: str) -> None:
+    folders = install_matrix(session, torch)
+    corpus = Path(session.create_tmp()) / "corpus"
+    for folder in folders.values():
+        session.run("python", "tests/write_corpus.py", str(corpus), env={"PYTHONPATH": folder})
+    for skorch, folder in folders.items():
+        session.log(f"skorch {skorch}, torch {torch}")
+        env = {"PYTHONPATH": folder, "SKORCH_LOADFIX_CORPUS": str(corpus)}
+        session.run("pytest", "-n", "2", *session.posargs, env=env)
+    if torch == TORCH[-1]:
+        session.install("wrapt~=1.17.0")
+        for skorch in ("1.0.0", "1.4.0"):
+            session.log(f"skorch {skorch}, torch {torch}, wrapt 1.17")
+            session.run("pytest", "-n", "2", env={"PYTHONPATH": folders[skorch]})
+        session.install("wrapt>=2")
+
+
+@nox.session
+def skorch_suite(session: nox.Session) -> None:
+    """skorch's own test_net.py, shipped in its wheel, with the patch applied."""
+    folders = install_matrix(session, TORCH[-1])
+    session.install(*SUITE_DEPS)
+    deselect = " or ".join(SUITE_DESELECT)
+    for skorch in ("1.0.0", "1.1.0", "1.4.0"):
+        session.log(f"skorch {skorch}'s own test_net.py, patched")
+        session.chdir(folders[skorch])
+        session.run(
+            "pytest",
+            "-q",
+            "-n",
+            "2",
+            "-p",
+            "apply_patch_plugin",
+            "-p",
+            "no:cacheprovider",
+            "-W",
+            "ignore::DeprecationWarning",
+            "-k",
+            f"not ({deselect})",
+            "skorch/tests/test_net.py",
+            *session.posargs,
+            env={
+                "PYTHONPATH": os.pathsep.join(
+                    [folders[skorch], str(Path(__file__).parent / "tests")]
+                )
+            },
+        )
+
+
+@nox.session
+def lint(session: nox.Session) -> None:
+    session.install("ruff", "mypy", "torch==2.13.0", "wrapt", "packaging", "nox")
+    session.run("ruff", "check", ".")
+    session.run("mypy", "skorch_loadfix", "noxfile.py")
+
+
+@nox.session
+def build(session: nox.Session) -> None:
+    session.install("build", "twine")
+    dist = session.create_tmp()
+    session.run("python", "-m", "build", "--outdir", dist)
+    session.run("twine", "check", "--strict", *Path(dist).glob("*"))

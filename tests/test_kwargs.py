@@ -1,0 +1,166 @@
+"""Which kwargs each torch.load gets, and clear errors for kwargs that can't work."""
+
+import asyncio
+import pickle
+import threading
+from contextlib import contextmanager
+from unittest import mock
+
+import pytest
+import torch
+from models import SKORCH_DEFAULT_WEIGHTS_ONLY, Model, fit
+from sklearn.base import clone
+from skorch import NeuralNetClassifier
+
+import skorch_loadfix
+from skorch_loadfix.formats import WRITERS, dumps
+
+
+def weights_only(call) -> bool:
+    """Whether a torch.load call is weights-only: by torch, or by the reader's unpickler."""
+    assert "weights_only" in call.kwargs, "weights_only must always be passed"
+    module = call.kwargs.get("pickle_module")
+    return call.kwargs["weights_only"] or (
+        getattr(module, "__name__", None) == "skorch_loadfix.weights_only_pickle"
+    )
+
+
+def weights_only_seen(load, *args):
+    """The weights_only of every torch.load made while ``load(*args)`` ran."""
+    with mock.patch("torch.load", wraps=torch.load) as spy:
+        load(*args)
+    assert spy.call_count, "torch.load was never called"
+    return {weights_only(call) for call in spy.call_args_list}
+
+
+@pytest.fixture
+def params_file(tmp_path):
+    path = tmp_path / "params.pt"
+    fit().save_params(f_params=path)
+    return path
+
+
+@pytest.mark.parametrize("writer", WRITERS)
+def test_precedence_in_setstate(patched, writer):
+    own = dumps(fit(torch_load_kwargs={"weights_only": False}), writer)
+    none = dumps(fit(), writer)
+    assert weights_only_seen(pickle.loads, own) == {False}
+    with skorch_loadfix.torch_load_kwargs(weights_only=True):
+        assert weights_only_seen(pickle.loads, own) == {True}  # the caller wins
+    skorch_loadfix.apply(torch_load_kwargs={"weights_only": False})
+    assert weights_only_seen(pickle.loads, none) == {False}  # apply() default, net has none
+    skorch_loadfix.apply()
+    assert weights_only_seen(pickle.loads, none) == {SKORCH_DEFAULT_WEIGHTS_ONLY}
+
+
+def test_precedence_in_load_params(patched, params_file):
+    net = NeuralNetClassifier(Model, torch_load_kwargs={"weights_only": False}).initialize()
+    assert weights_only_seen(net.load_params, params_file) == {False}
+    with skorch_loadfix.torch_load_kwargs(weights_only=True):
+        assert weights_only_seen(net.load_params, params_file) == {True}
+    skorch_loadfix.apply(torch_load_kwargs={"weights_only": True})
+    assert weights_only_seen(NeuralNetClassifier(Model).initialize().load_params, params_file) == {
+        True
+    }
+
+
+def test_load_params_weights_only_refuses_and_allows_for_real(patched, tmp_path):
+    path = tmp_path / "params.pt"
+    net = fit()
+    torch.save({**net.module_.state_dict(), "_extra_state": Model}, path)
+    strict = NeuralNetClassifier(Model, torch_load_kwargs={"weights_only": True}).initialize()
+    with pytest.raises(pickle.UnpicklingError, match="Weights only load failed"):
+        strict.load_params(f_params=path)
+    net.save_params(f_params=path)
+    strict.load_params(f_params=path)
+    torch.testing.assert_close(strict.module_.head.weight, net.module_.head.weight)
+
+
+@contextmanager
+def recording(label):
+    """Spy on torch.load, noting ``label()`` (who called) and the weights_only of each call."""
+    seen, load = set(), torch.load
+
+    def spy(*args, **kwargs):
+        seen.add((label(), weights_only(mock.call(*args, **kwargs))))
+        return load(*args, **kwargs)
+
+    with mock.patch("torch.load", spy):
+        yield seen
+
+
+def test_context_manager_is_per_thread(patched):
+    data, barrier = dumps(fit(), "pickle"), threading.Barrier(2)
+
+    def load(weights_only):
+        with skorch_loadfix.torch_load_kwargs(weights_only=weights_only):
+            barrier.wait()  # both threads are inside their own block now
+            pickle.loads(data)
+
+    with recording(lambda: threading.current_thread().name) as seen:
+        threads = [threading.Thread(target=load, args=(w,), name=str(w)) for w in (True, False)]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join()
+    assert seen == {("True", True), ("False", False)}
+
+
+def test_context_manager_is_per_asyncio_task(patched):
+    data = dumps(fit(), "pickle")
+
+    async def load(weights_only):
+        with skorch_loadfix.torch_load_kwargs(weights_only=weights_only):
+            await asyncio.sleep(0.01)  # the other task enters its own block meanwhile
+            pickle.loads(data)
+
+    async def both():
+        await asyncio.gather(load(True), load(False))
+
+    with recording(lambda: asyncio.current_task().get_name()) as seen:
+        asyncio.run(both())
+    assert {w for _, w in seen} == {True, False} and len(seen) == 2
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "error", "match"),
+    [
+        ({"map_location": "cpu"}, ValueError, "set device="),
+        ({"mmap": True}, ValueError, "mmap=True cannot apply to a pickled net"),
+        ({"weights_only": "yes"}, TypeError, "must be True or False"),
+        (["weights_only"], TypeError, "must be a mapping"),
+    ],
+)
+def test_bad_kwargs_name_net_and_call_site(patched, kwargs, error, match):
+    net = fit()
+    net.torch_load_kwargs = kwargs
+    with pytest.raises(error, match=f"NeuralNetClassifier.__setstate__: .*{match}"):
+        pickle.loads(pickle.dumps(net))
+    if "mmap" not in kwargs:  # mmap=True is fine for load_params from a file
+        with pytest.raises(
+            error, match=rf"NeuralNetClassifier\(torch_load_kwargs=...\): .*{match}"
+        ):
+            NeuralNetClassifier(Model, torch_load_kwargs=kwargs).initialize()
+
+
+def test_bad_kwargs_to_apply_and_context_manager():
+    with pytest.raises(ValueError, match=r"skorch_loadfix.apply\(\): .*set device="):
+        skorch_loadfix.apply(torch_load_kwargs={"map_location": "cpu"})
+    assert not skorch_loadfix.is_applied()
+    match = r"skorch_loadfix.torch_load_kwargs\(\): .*True or False"
+    with pytest.raises(TypeError, match=match), skorch_loadfix.torch_load_kwargs(weights_only=1):
+        pass
+
+
+def test_torch_load_kwargs_is_a_real_parameter(patched):
+    """On skorch <= 1.0 the patch adds it; on later versions it is skorch's own."""
+    kwargs = {"weights_only": True}
+    net = NeuralNetClassifier(Model, torch_load_kwargs=kwargs)
+    assert net.get_params()["torch_load_kwargs"] is kwargs
+    assert NeuralNetClassifier(Model).get_params()["torch_load_kwargs"] is None
+    assert clone(net).torch_load_kwargs == kwargs
+    assert net.set_params(torch_load_kwargs={"weights_only": False}).torch_load_kwargs == {
+        "weights_only": False
+    }
+    net.initialize()
+    assert pickle.loads(pickle.dumps(net)).torch_load_kwargs == {"weights_only": False}

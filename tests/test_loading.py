@@ -1,0 +1,144 @@
+"""Pickled nets load, on the installed skorch, with the patch: the real thing, no mocks."""
+
+import contextlib
+import copy
+import os
+import pickle
+import warnings
+from pathlib import Path
+
+import numpy as np
+import pytest
+import skorch.utils
+import torch
+from models import TORCH_DEFAULTS_TO_WEIGHTS_ONLY, ModelWithUnlisted, Unlisted, X, fit, outcome, y
+from skorch.exceptions import DeviceWarning
+
+import skorch_loadfix
+from skorch_loadfix.formats import WRITERS, dumps
+
+KWARGS = [None, {"weights_only": True}, {"weights_only": False}]
+
+
+def expected_unpatched(writer: str) -> str:
+    """What the installed skorch does with such a file on the installed torch."""
+    if writer == "pickle" and hasattr(skorch.utils, "_TorchLoadUnpickler"):
+        return "ok"
+    return "fails" if TORCH_DEFAULTS_TO_WEIGHTS_ONLY or writer == "pickle" else "warns"
+
+
+@pytest.mark.parametrize("writer", WRITERS)
+@pytest.mark.parametrize("kwargs", KWARGS, ids=["default", "weights_only", "not_weights_only"])
+def test_round_trip_without_warning(patched, writer, kwargs):
+    net = fit(**({} if kwargs is None else {"torch_load_kwargs": kwargs}))
+    with warnings.catch_warnings():
+        warnings.filterwarnings("error", ".*weights_only")
+        loaded = pickle.loads(dumps(net, writer))
+        natural = pickle.loads(pickle.dumps(net))
+    for other in loaded, natural:
+        np.testing.assert_array_equal(other.predict_proba(X), net.predict_proba(X))
+        assert other.torch_load_kwargs == kwargs
+    loaded.partial_fit(X, y)  # tensors stay ordinary: Adam steps on them
+
+
+def test_deepcopy_of_initialized_net(patched):
+    net = fit()
+    np.testing.assert_array_equal(copy.deepcopy(net).predict_proba(X), net.predict_proba(X))
+
+
+@pytest.mark.parametrize("writer", WRITERS)
+def test_unpatched_behaviour_comes_back_after_revert(writer):
+    data = dumps(fit(), writer)
+    assert outcome(data) == expected_unpatched(writer)
+    skorch_loadfix.apply()
+    try:
+        assert outcome(data) == "ok"
+    finally:
+        skorch_loadfix.revert()
+    assert outcome(data) == expected_unpatched(writer)
+
+
+@pytest.mark.parametrize("writer", WRITERS)
+def test_weights_only_refuses_unlisted_global_in_blob(patched, writer):
+    data = dumps(fit(ModelWithUnlisted), writer)
+    with (
+        pytest.raises(skorch_loadfix.UntrustedPickleError, match=r"models\.Unlisted"),
+        skorch_loadfix.torch_load_kwargs(weights_only=True),
+    ):
+        pickle.loads(data)
+    with skorch_loadfix.torch_load_kwargs(weights_only=False):
+        assert isinstance(pickle.loads(data).module_.extra, Unlisted)
+
+
+@pytest.mark.parametrize("writer", WRITERS)
+def test_weights_only_loads_what_the_user_registered(patched, writer):
+    data = dumps(fit(ModelWithUnlisted), writer)
+    with (
+        torch.serialization.safe_globals([Unlisted]),
+        skorch_loadfix.torch_load_kwargs(weights_only=True),
+    ):
+        registered = set(torch.serialization.get_safe_globals())
+        assert isinstance(pickle.loads(data).module_.extra, Unlisted)
+        assert set(torch.serialization.get_safe_globals()) == registered
+
+
+def test_legacy_torch_stream_blob(patched, monkeypatch):
+    """The non-zip torch.save stream, as torch < 1.6 wrote it, loads too."""
+    net, save = fit(), torch.save
+    monkeypatch.setattr(
+        torch, "save", lambda obj, f, **_: save(obj, f, _use_new_zipfile_serialization=False)
+    )
+    data = dumps(net, "torch.save")
+    monkeypatch.undo()
+    assert b"PK\x03\x04" not in data
+    assert pickle.loads(data).__dict__.keys() == net.__dict__.keys()
+    np.testing.assert_array_equal(pickle.loads(data).predict_proba(X), net.predict_proba(X))
+
+
+def device_warnings(data: bytes) -> list[str]:
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        with contextlib.suppress(Exception):
+            pickle.loads(data)
+    return [str(w.message) for w in caught if issubclass(w.category, DeviceWarning)]
+
+
+@pytest.mark.parametrize("writer", WRITERS)
+def test_net_trained_on_cuda_loads_on_cpu(writer, monkeypatch):
+    """A file whose tensors say cuda:0, as a GPU machine writes it, fabricated on CPU."""
+    net = fit()
+    net.device = "cuda"
+    monkeypatch.setattr(torch.serialization, "location_tag", lambda storage: "cuda:0")
+    data = dumps(net, writer)
+    monkeypatch.undo()
+    assert b"cuda:0" in data
+    unpatched = device_warnings(data)
+    skorch_loadfix.apply()
+    try:
+        assert device_warnings(data) == unpatched != []
+        loaded = pickle.loads(data)
+    finally:
+        skorch_loadfix.revert()
+    assert str(loaded.device) == "cpu"
+    assert all(p.device.type == "cpu" for p in loaded.module_.parameters())
+    np.testing.assert_array_equal(loaded.predict_proba(X), fit_predictions(net))
+
+
+def fit_predictions(net):
+    net.device = "cpu"
+    return net.predict_proba(X)
+
+
+def corpus() -> list[Path]:
+    """Pickles written by every skorch version the test run brought (see noxfile.py)."""
+    folder = os.environ.get("SKORCH_LOADFIX_CORPUS")
+    return sorted(Path(folder).glob("*.pkl")) if folder else []
+
+
+@pytest.mark.skipif(not corpus(), reason="no corpus: run through nox, which writes one")
+@pytest.mark.parametrize("path", corpus(), ids=lambda p: p.stem)
+def test_pickle_from_other_skorch_version(patched, path):
+    with warnings.catch_warnings():
+        warnings.filterwarnings("error", ".*weights_only")
+        net = pickle.loads(path.read_bytes())
+    np.testing.assert_array_equal(net.predict_proba(X), np.load(path.with_suffix(".npy")))
