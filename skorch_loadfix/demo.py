@@ -10,43 +10,13 @@ import subprocess
 import sys
 import tempfile
 import textwrap
-from pathlib import Path
-
-_MODEL = """
-import numpy as np
-import torch
-from torch import nn
-
-
-class Block(nn.Module):
-    def __init__(self):
-        super().__init__()
-        self.linear = nn.Linear(4, 4)
-
-    def forward(self, x):
-        return torch.relu(self.linear(x))
-
-
-class Model(nn.Module):
-    def __init__(self):
-        super().__init__()
-        self.body = nn.Sequential(Block(), Block())
-        self.head = nn.Linear(4, 2)
-
-    def forward(self, x):
-        return self.head(self.body(x))
-
-
-X = np.random.RandomState(0).rand(32, 4).astype("float32")
-y = np.arange(32) % 2
-"""
 
 _WRITE = """
 import pickle
 import torch
 from skorch import NeuralNetClassifier
 from skorch_loadfix.formats import WRITERS, dumps
-from demo_model import X, Model, y
+from skorch_loadfix.demo_model import X, Model, y
 
 net = NeuralNetClassifier(Model, optimizer=torch.optim.Adam, max_epochs=2, verbose=0)
 net.fit(X, y)
@@ -61,7 +31,7 @@ _LOAD = """
 import pickle, sys, warnings
 import numpy as np
 import skorch_loadfix
-from demo_model import X
+from skorch_loadfix.demo_model import X
 
 path, mode = sys.argv[1:]
 if mode != "unpatched":
@@ -106,7 +76,6 @@ def main() -> int:
 
     print(f"skorch {installed_version('skorch')}, torch {installed_version('torch')}\n")
     with tempfile.TemporaryDirectory() as tmp:
-        Path(tmp, "demo_model.py").write_text(_MODEL)
         written = _run(_WRITE, cwd=tmp)
         if written.returncode:
             print(written.stderr, file=sys.stderr)
