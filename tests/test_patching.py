@@ -19,6 +19,8 @@ from test_loading import expected_unpatched
 
 import skorch_loadfix
 import skorch_loadfix.formats
+from skorch_loadfix import patching
+from skorch_loadfix.sites import Patch, plan
 
 ORIGINALS = dict(vars(NeuralNet))
 PATCHED = ["__setstate__", "load_params", "_validate_params"]
@@ -178,3 +180,25 @@ def test_every_torch_load_in_installed_skorch_is_known():
     assert ("_TorchLoadUnpickler.find_class._load_from_bytes" in found) == hasattr(
         sys.modules["skorch.utils"], "_TorchLoadUnpickler"
     )
+
+
+def test_an_inherited_attribute_is_deleted_again():
+    class Base:
+        def method(self):
+            return "original"
+
+    class Child(Base):
+        pass
+
+    site = skorch_loadfix.CallSite("Child.method", "answers 'patched'")
+    patch = Patch(Child, "method", site, lambda wrapped, instance, args, kwargs: "patched")
+    layer = patching._Layer(patch, patching._MISSING)
+    layer.install()
+    assert Child().method() == "patched" and "method" in vars(Child)
+    layer.remove()
+    assert "method" not in vars(Child) and Child().method() == "original"
+
+
+def test_an_untested_skorch_release_gets_one_clear_warning():
+    with pytest.warns(RuntimeWarning, match="skorch 9.9.9 is not a release it was tested with"):
+        plan(sys.modules["skorch.net"], "9.9.9")
