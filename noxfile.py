@@ -5,14 +5,15 @@ in its own ``--target`` folder, and PYTHONPATH picks one per run. That keeps the
 matrix to two torch installs and lets any test write a pickle with another skorch.
 """
 
-import os
 from pathlib import Path
 
 import nox
 
-nox.options.sessions = ["lint", "tests", "skorch_suite", "build"]
+nox.options.sessions = ["lint", "tests", "activation", "skorch_suite", "build"]
 nox.options.reuse_existing_virtualenvs = True
 
+# test_activation.py builds venvs and worker pools: the activation session runs it once.
+MATRIX_ARGS = ["--ignore=tests/test_activation.py"]
 SKORCH = ["0.12.1", "0.14.0", "1.0.0", "1.1.0", "1.2.0", "1.3.1", "1.4.0"]
 TORCH = ["2.5.1", "2.13.0"]
 TEST_DEPS = ["pytest", "pytest-xdist", "numpy", "pandas"]
@@ -63,13 +64,24 @@ def tests(session: nox.Session, torch: str) -> None:
     for skorch, folder in folders.items():
         session.log(f"skorch {skorch}, torch {torch}")
         env = {"PYTHONPATH": folder, "SKORCH_LOADFIX_CORPUS": str(corpus)}
-        session.run("pytest", "-n", "2", *session.posargs, env=env)
+        session.run("pytest", "-n", "2", *MATRIX_ARGS, *session.posargs, env=env)
+        session.run("python", "-m", "skorch_loadfix", "demo", env=env)
     if torch == TORCH[-1]:
         session.install("wrapt~=1.17.0")
         for skorch in ("1.0.0", "1.4.0"):
             session.log(f"skorch {skorch}, torch {torch}, wrapt 1.17")
-            session.run("pytest", "-n", "2", env={"PYTHONPATH": folders[skorch]})
+            env = {"PYTHONPATH": folders[skorch], "SKORCH_LOADFIX_CORPUS": str(corpus)}
+            session.run("pytest", "-n", "2", *MATRIX_ARGS, env=env)
         session.install("wrapt>=2")
+
+
+@nox.session
+def activation(session: nox.Session) -> None:
+    """The .pth, SKORCH_LOADFIX=1 in fresh venvs and worker pools, and the pytest plugin."""
+    folders = install_matrix(session, TORCH[-1])
+    session.install("joblib")
+    env = {"PYTHONPATH": folders["1.1.0"]}  # cross_validate fails there unpatched
+    session.run("pytest", "-n", "2", "tests/test_activation.py", *session.posargs, env=env)
 
 
 @nox.session
@@ -96,11 +108,7 @@ def skorch_suite(session: nox.Session) -> None:
             f"not ({deselect})",
             "skorch/tests/test_net.py",
             *session.posargs,
-            env={
-                "PYTHONPATH": os.pathsep.join(
-                    [folders[skorch], str(Path(__file__).parent / "tests")]
-                )
-            },
+            env={"PYTHONPATH": folders[skorch]},
         )
 
 

@@ -1,31 +1,59 @@
-"""``python -m skorch_loadfix [demo]``: the status, or the demo of the bug and the fix."""
+"""``python -m skorch_loadfix``: the status; ``demo``: the bug and the fix.
+
+Exit status: 0 success, 1 a patched load failed in the demo, 2 a usage error.
+"""
 
 from __future__ import annotations
 
 import argparse
+import os
+import site
 import sys
+from pathlib import Path
+
+
+def _installed_pth() -> Path | None:
+    folders = [*site.getsitepackages(), site.getusersitepackages()]
+    return next((p for f in folders if (p := Path(f, "skorch_loadfix.pth")).exists()), None)
+
+
+def show_status() -> int:
+    """Versions, what apply() would patch, how activation stands, and where the .pth is."""
+    import skorch.net
+
+    from .sites import plan
+    from .status import installed_version
+
+    print(f"skorch {installed_version('skorch')}, torch {installed_version('torch')}")
+    print("apply() patches:")
+    for patch in plan(skorch.net, installed_version("skorch") or "unknown"):
+        print(f"  {patch.site}")
+    value = os.environ.get("SKORCH_LOADFIX", "")
+    state = "on in this process and its children" if value == "1" else "off"
+    print(f"SKORCH_LOADFIX={value!r}: auto-activation {state}")
+    print(f"skorch_loadfix.pth: {_installed_pth() or 'not found (auto-activation unavailable)'}")
+    return 0
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         prog="python -m skorch_loadfix",
-        description="Without a command: what is installed and what apply() would patch.",
-        epilog="Exit status: 0 success, 1 a patched load failed, 2 usage error.",
+        description="Without a command: versions, what apply() patches, activation state.",
+        epilog="Exit status: 0 success, 1 a patched load failed in the demo, 2 usage error.",
     )
     commands = parser.add_subparsers(dest="command")
-    commands.add_parser("demo", help="show the bug and the fix on the installed skorch and torch")
+    commands.add_parser(
+        "demo",
+        help="show the bug and the fix on the installed skorch and torch",
+        description="Pickle a small fitted net in both blob formats and load each in fresh "
+        "interpreters: unpatched, patched, patched with weights_only=True, and reverted.",
+    )
     args = parser.parse_args(argv)
     if args.command == "demo":
         from .demo import main as demo
 
         return demo()
-    import skorch_loadfix
-
-    skorch_loadfix.apply()
-    import skorch  # noqa: F401  (patches it, so the status lists the call sites)
-
-    print(skorch_loadfix.status())
-    return 0
+    return show_status()
 
 
 if __name__ == "__main__":

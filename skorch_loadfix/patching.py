@@ -27,6 +27,7 @@ _MISSING = object()  # the attribute was inherited, not in the class's own __dic
 _lock = threading.RLock()
 _wanted = False
 _hook_registered = False
+_activated_by: str | None = None
 _layers: list[_Layer] = []
 
 
@@ -73,10 +74,15 @@ def apply(*, torch_load_kwargs: Mapping[str, Any] | None = None) -> None:
     Idempotent and thread-safe; ``torch_load_kwargs`` becomes the process-wide
     default for nets that carry none (each call replaces it).
     """
-    global _wanted, _hook_registered
+    activate("apply()", torch_load_kwargs)
+
+
+def activate(activation: str, torch_load_kwargs: Mapping[str, Any] | None = None) -> None:
+    """``apply()``, noting how it was asked for; ``status()`` names the first."""
+    global _wanted, _hook_registered, _activated_by
     with _lock:
         load_kwargs.set_process_default(torch_load_kwargs)
-        _wanted = True
+        _wanted, _activated_by = True, _activated_by or activation
         if not _hook_registered:
             # wrapt can't unregister a hook: it stays, and does nothing unless wanted.
             wrapt.register_post_import_hook(_patch_skorch, "skorch.net")
@@ -87,9 +93,9 @@ def apply(*, torch_load_kwargs: Mapping[str, Any] | None = None) -> None:
 
 def revert() -> None:
     """Remove exactly what ``apply()`` installed; safe to call twice or without it."""
-    global _wanted
+    global _wanted, _activated_by
     with _lock:
-        _wanted = False
+        _wanted, _activated_by = False, None
         load_kwargs.set_process_default(None)
         while _layers:
             _layers.pop().remove()
@@ -119,5 +125,6 @@ def status() -> Status:
             skorch_version=installed_version("skorch"),
             torch_version=installed_version("torch"),
             applied=_wanted,
+            activated_by=_activated_by,
             sites=tuple(layer.patch.site for layer in _layers if layer.enabled),
         )

@@ -22,13 +22,16 @@ class Status:
     skorch_version: str | None
     torch_version: str | None
     applied: bool
+    activated_by: str | None
     sites: tuple[CallSite, ...]
 
     def __str__(self) -> str:
         lines = [
             f"skorch {self.skorch_version or 'not installed'}, "
             f"torch {self.torch_version or 'not installed'}",
-            f"skorch-loadfix: {'applied' if self.applied else 'not applied'}",
+            f"skorch-loadfix: applied by {self.activated_by}"
+            if self.applied
+            else "skorch-loadfix: not applied",
         ]
         if self.applied and not self.sites:
             lines.append("  waiting for skorch.net to be imported")

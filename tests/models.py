@@ -8,11 +8,11 @@ import warnings
 
 import skorch.utils
 import torch
-from skorch import NeuralNetClassifier
+from skorch import NeuralNet, NeuralNetClassifier
 
 from skorch_loadfix.demo_model import Model, X, y
 
-HAS_PARAM = "torch_load_kwargs" in inspect.signature(NeuralNetClassifier.__init__).parameters
+HAS_PARAM = "torch_load_kwargs" in inspect.signature(NeuralNet.__init__).parameters
 TORCH_DEFAULTS_TO_WEIGHTS_ONLY = tuple(map(int, torch.__version__.split(".")[:2])) >= (2, 6)
 # skorch >= 1.3 hard-codes weights_only=True; 1.1 and 1.2 follow torch, as the patch does on 1.0.
 SKORCH_DEFAULT_WEIGHTS_ONLY = (
@@ -44,3 +44,8 @@ def outcome(data: bytes) -> str:
         except Exception:
             return "fails"
     return "warns" if any("weights_only" in str(w.message) for w in caught) else "ok"
+
+
+def load_and_predict(data: bytes):
+    """What a worker does with a pickled net it was sent."""
+    return pickle.loads(data).predict_proba(X)
