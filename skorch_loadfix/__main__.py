@@ -1,11 +1,14 @@
-"""``python -m skorch_loadfix``: the status; ``demo``: the bug and the fix.
+"""``python -m skorch_loadfix``: the status; ``demo``: the bug and the fix; ``inspect``.
 
-Exit status: 0 success, 1 a patched load failed in the demo, 2 a usage error.
+Exit status: 0 success, 1 a patched load failed in the demo, 2 a usage error or a
+file ``inspect`` cannot read.
 """
 
 from __future__ import annotations
 
 import argparse
+import dataclasses
+import json
 import os
 import site
 import sys
@@ -35,11 +38,31 @@ def show_status() -> int:
     return 0
 
 
+def inspect_command(path: Path, *, as_json: bool) -> int:
+    from .inspection import inspect_file
+
+    try:
+        report = inspect_file(path.read_bytes())
+    except Exception as exc:  # a report on untrusted bytes: one line, never a traceback
+        message = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+        print(
+            f"skorch-loadfix inspect: {path} is not a readable pickle: {message}", file=sys.stderr
+        )
+        return 2
+    if as_json:
+        fields = {**dataclasses.asdict(report), "verdict": report.verdict}
+        print(json.dumps(fields, indent=2, default=repr))
+    else:
+        print(report)
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         prog="python -m skorch_loadfix",
         description="Without a command: versions, what apply() patches, activation state.",
-        epilog="Exit status: 0 success, 1 a patched load failed in the demo, 2 usage error.",
+        epilog="Exit status: 0 success, 1 a patched load failed in the demo, "
+        "2 a usage error or a file inspect cannot read.",
     )
     commands = parser.add_subparsers(dest="command")
     commands.add_parser(
@@ -48,7 +71,18 @@ def main(argv: list[str] | None = None) -> int:
         description="Pickle a small fitted net in both blob formats and load each in fresh "
         "interpreters: unpatched, patched, patched with weights_only=True, and reverted.",
     )
+    inspect = commands.add_parser(
+        "inspect",
+        help="report on a pickled skorch net without running anything from it",
+        description="The blob format, the torch_load_kwargs and device stored in the file, "
+        "every global it names at each level, and whether it loads with weights_only=True. "
+        "Exit status 2 for a file that is not a readable pickle.",
+    )
+    inspect.add_argument("file", type=Path)
+    inspect.add_argument("--json", action="store_true", help="print JSON for machines")
     args = parser.parse_args(argv)
+    if args.command == "inspect":
+        return inspect_command(args.file, as_json=args.json)
     if args.command == "demo":
         from .demo import main as demo
 

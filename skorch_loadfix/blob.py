@@ -113,7 +113,20 @@ def _restricted_pickle_module(where: str) -> types.ModuleType:
 
 
 def allowed_global(module: str, name: str, where: str) -> Any:
-    """Resolve ``module.name`` if ``weights_only=True`` allows it there, else refuse.
+    """Resolve ``module.name`` if ``weights_only=True`` allows it in a blob, else refuse."""
+    obj = weights_only_global(module, name)
+    if obj is None:
+        raise UntrustedPickleError(
+            f"{where}: the pickled net needs {module}.{name}, which weights_only=True "
+            f"does not allow. If the class is yours, register it with "
+            f"torch.serialization.add_safe_globals([{name}]); if you trust the file, "
+            "load it inside skorch_loadfix.torch_load_kwargs(weights_only=False)."
+        )
+    return obj
+
+
+def weights_only_global(module: str, name: str) -> Any:
+    """The object ``module.name`` names if ``weights_only=True`` allows it, else None.
 
     Allowed: torch's weights-only set and what the user registered with
     ``torch.serialization.add_safe_globals``; the containers of optimizer state;
@@ -122,14 +135,12 @@ def allowed_global(module: str, name: str, where: str) -> Any:
     pickle imported the net's own module classes, so their nested blocks resolve
     without importing anything new).
     """
-    # torch.save pickles at protocol 2, which spells builtins as Python 2 did.
-    module, name = _compat_pickle.NAME_MAPPING.get((module, name), (module, name))
-    module = _compat_pickle.IMPORT_MAPPING.get(module, module)
+    module, name = python3_name(module, name)
     if (module, name) in _CONTAINERS:
         return _CONTAINERS[module, name]
-    if module.startswith(_TORCH_PACKAGES):
-        obj = _lookup(importlib.import_module(module), name)
-        if isinstance(obj, type) and obj.__module__.startswith(_TORCH_PACKAGES):
+    if _in_torch_packages(module):
+        obj = _lookup(_import_torch_module(module), name)
+        if isinstance(obj, type) and _in_torch_packages(obj.__module__):
             return obj
     obj = _lookup(sys.modules.get(module), name)
     if obj is not None and (
@@ -138,12 +149,24 @@ def allowed_global(module: str, name: str, where: str) -> Any:
         or any(obj is safe for safe in _user_safe_globals())
     ):
         return obj
-    raise UntrustedPickleError(
-        f"{where}: the pickled net needs {module}.{name}, which weights_only=True "
-        f"does not allow. If the class is yours, register it with "
-        f"torch.serialization.add_safe_globals([{name}]); if you trust the file, "
-        "load it inside skorch_loadfix.torch_load_kwargs(weights_only=False)."
-    )
+    return None
+
+
+def python3_name(module: str, name: str) -> tuple[str, str]:
+    """torch.save pickles at protocol 2, which spells some names as Python 2 did."""
+    module, name = _compat_pickle.NAME_MAPPING.get((module, name), (module, name))
+    return _compat_pickle.IMPORT_MAPPING.get(module, module), name
+
+
+def _in_torch_packages(module: str) -> bool:
+    return any(module == p or module.startswith(p + ".") for p in _TORCH_PACKAGES)
+
+
+def _import_torch_module(module: str) -> types.ModuleType | None:
+    try:
+        return importlib.import_module(module)
+    except ImportError:
+        return None
 
 
 def _lookup(module: types.ModuleType | None, qualname: str) -> Any:

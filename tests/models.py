@@ -49,3 +49,9 @@ def outcome(data: bytes) -> str:
 def load_and_predict(data: bytes):
     """What a worker does with a pickled net it was sent."""
     return pickle.loads(data).predict_proba(X)
+
+
+class ModelWithFunction(Model):
+    def __init__(self):
+        super().__init__()
+        self.extra = len  # builtins.len: harmless, and no weights-only allowlist has it
