@@ -52,57 +52,24 @@ def plan(net_module: types.ModuleType, skorch_version: str) -> list[Patch]:
     def fallback() -> dict[str, Any]:
         return _skorch_default(net_module, has_param)
 
+    def patch(attribute: str, what: str, wrapper: Wrapper) -> Patch:
+        return Patch(net_cls, attribute, CallSite(f"NeuralNet.{attribute}", what), wrapper)
+
     patches = []
     if _loads_torch(net_cls, "__setstate__") and hasattr(net_module, "get_map_location"):
-        patches.append(
-            Patch(
-                net_cls,
-                "__setstate__",
-                CallSite(
-                    "NeuralNet.__setstate__",
-                    "reads all three blob formats; each load gets the effective kwargs, and "
-                    "weights_only=True restricts the whole blob",
-                ),
-                _setstate(net_module, fallback),
-            )
-        )
+        what = "reads all three blob formats; each load gets the effective kwargs, and "
+        what += "weights_only=True restricts the whole blob"
+        patches.append(patch("__setstate__", what, _setstate(net_module, fallback)))
     if _loads_torch(net_cls, "load_params"):
         passes = "only the net's own kwargs" if has_param else "no kwargs"
-        patches.append(
-            Patch(
-                net_cls,
-                "load_params",
-                CallSite(
-                    "NeuralNet.load_params",
-                    f"torch.load gets the effective kwargs "
-                    f"(skorch {skorch_version} passes {passes})",
-                ),
-                _load_params(net_cls.__dict__["load_params"], fallback),
-            )
-        )
-    patches.append(
-        Patch(
-            net_cls,
-            "_validate_params",
-            CallSite(
-                "NeuralNet._validate_params",
-                "checks torch_load_kwargs at initialize() and set_params()",
-            ),
-            _validate_params,
-        )
-    )
+        what = f"torch.load gets the effective kwargs (skorch {skorch_version} passes {passes})"
+        original = net_cls.__dict__["load_params"]
+        patches.append(patch("load_params", what, _load_params(original, fallback)))
+    what = "checks torch_load_kwargs at initialize() and set_params()"
+    patches.append(patch("_validate_params", what, _validate_params))
     if not has_param:
-        patches.append(
-            Patch(
-                net_cls,
-                "__init__",
-                CallSite(
-                    "NeuralNet.__init__",
-                    "accepts torch_load_kwargs=None, kept by get_params, clone and pickle",
-                ),
-                _init_with_param,
-            )
-        )
+        what = "accepts torch_load_kwargs=None, kept by get_params, clone and pickle"
+        patches.append(patch("__init__", what, _init_with_param))
     return patches
 
 
