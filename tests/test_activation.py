@@ -140,6 +140,12 @@ PLUGIN_TESTS = """
 """
 
 
+def test_importing_the_plugin_imports_neither_skorch_nor_torch():
+    code = "import sys, skorch_loadfix.pytest_plugin; print({'skorch', 'torch'} & set(sys.modules))"
+    done = python_in(sys.executable, code)
+    assert (done.returncode, done.stdout) == (0, "set()\n"), done.stderr
+
+
 def run_pytest(pytester, legacy_pickle, *args):
     pytester.makepyfile(textwrap.dedent(PLUGIN_TESTS.format(path=str(legacy_pickle))))
     return pytester.runpytest_subprocess("-p", "no:cacheprovider", *args)
