@@ -114,9 +114,10 @@ def skorch_suite(session: nox.Session) -> None:
 
 @nox.session
 def lint(session: nox.Session) -> None:
-    session.install("ruff", "mypy", "torch==2.13.0", "wrapt", "packaging", "nox")
+    session.install("ruff", "mypy", "pytest", "torch==2.13.0", "wrapt", "packaging", "nox")
     session.run("ruff", "check", ".")
-    session.run("mypy", "skorch_loadfix", "noxfile.py")
+    session.run("ruff", "format", "--check", ".")
+    session.run("mypy", "skorch_loadfix", "_skorch_loadfix_pth.py", "noxfile.py")
 
 
 @nox.session
