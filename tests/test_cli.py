@@ -1,4 +1,6 @@
-"""``python -m skorch_loadfix``, run as users run it. (``demo`` runs on every cell from nox.)"""
+"""``python -m skorch_loadfix``: the status in a fresh interpreter as users run it, the rest
+in-process (``inspect`` imports nothing from the file). ``demo`` runs on every cell from nox.
+"""
 
 import json
 import pickle
@@ -9,6 +11,7 @@ from conftest import run_python
 from models import ModelWithFunction, fit
 from test_loading import corpus
 
+from skorch_loadfix.__main__ import main
 from skorch_loadfix.formats import WRITERS, dumps
 
 CLI = "import sys; from skorch_loadfix.__main__ import main; sys.exit(main(sys.argv[1:]))"
@@ -23,16 +26,23 @@ def test_status_lists_what_apply_patches_and_the_activation_state():
     assert "skorch_loadfix.pth: " in done.stdout
 
 
-def test_unknown_command_is_a_usage_error():
-    done = run_python(CLI, "frobnicate")
-    assert done.returncode == 2
-    assert "invalid choice: 'frobnicate'" in done.stderr
+def test_unknown_command_is_a_usage_error(capsys):
+    with pytest.raises(SystemExit) as exit:
+        main(["frobnicate"])
+    assert exit.value.code == 2
+    assert "invalid choice: 'frobnicate'" in capsys.readouterr().err
 
 
-def inspect_json(path):
-    done = run_python(CLI, "inspect", "--json", str(path))
-    assert done.returncode == 0, done.stderr
-    return json.loads(done.stdout)
+def run(capsys, *args):
+    """``python -m skorch_loadfix *args`` in-process: exit status, stdout, stderr."""
+    status = main(list(map(str, args)))
+    return status, *capsys.readouterr()
+
+
+def inspect_json(capsys, path):
+    status, out, err = run(capsys, "inspect", "--json", path)
+    assert status == 0, err
+    return json.loads(out)
 
 
 @pytest.fixture(scope="module")
@@ -51,11 +61,11 @@ def expected_format(name: str, version: str) -> str:
     return BLOB_FORMATS[name]
 
 
-def test_inspect_reports_every_format_from_every_version(own_pickles):
+def test_inspect_reports_every_format_from_every_version(capsys, own_pickles):
     files = [(p, p.stem, skorch.__version__) for p in own_pickles.glob("*.pkl")]
     files += [(p, *p.stem.split("-")[2:0:-1]) for p in corpus()]  # skorch-<version>-<name>
     for path, name, version in files:
-        report = inspect_json(path)
+        report = inspect_json(capsys, path)
         assert report["net_class"] == "skorch.classifier.NeuralNetClassifier", path
         assert report["blob_format"] == expected_format(name, version), path
         assert report["device"] == "cpu" and report["torch_load_kwargs"] is None, path
@@ -64,25 +74,24 @@ def test_inspect_reports_every_format_from_every_version(own_pickles):
 
 
 @pytest.mark.parametrize("writer", WRITERS)
-def test_inspect_names_what_weights_only_refuses(tmp_path, writer):
+def test_inspect_names_what_weights_only_refuses(capsys, tmp_path, writer):
     path = tmp_path / "net.pkl"
     path.write_bytes(dumps(fit(ModelWithFunction), writer))
-    report = inspect_json(path)
-    assert report["refused_under_weights_only"] == ["builtins.len"]
-    done = run_python(CLI, "inspect", str(path))
-    assert "loads with weights_only=True: no, it refuses builtins.len" in done.stdout
+    assert inspect_json(capsys, path)["refused_under_weights_only"] == ["builtins.len"]
+    _, out, _ = run(capsys, "inspect", path)
+    assert "loads with weights_only=True: no, it refuses builtins.len" in out
 
 
 @pytest.mark.parametrize(
     "content", [b"", b"hello, world\n", bytes(range(256)), "truncated"], ids=repr
 )
-def test_inspect_garbage_is_one_line_and_exit_2(tmp_path, own_pickles, content):
+def test_inspect_garbage_is_one_line_and_exit_2(capsys, tmp_path, own_pickles, content):
     if content == "truncated":
         data = (own_pickles / "pickle.pkl").read_bytes()
         content = data[: len(data) // 2]
     path = tmp_path / "garbage.pkl"
     path.write_bytes(content)
-    done = run_python(CLI, "inspect", str(path))
-    assert done.returncode == 2
-    assert done.stderr.startswith(f"skorch-loadfix inspect: {path} is not a readable pickle")
-    assert done.stderr.count("\n") == 1 and "Traceback" not in done.stderr
+    status, out, err = run(capsys, "inspect", path)
+    assert (status, out) == (2, "")
+    assert err.startswith(f"skorch-loadfix inspect: {path} is not a readable pickle")
+    assert err.count("\n") == 1
