@@ -1,7 +1,8 @@
 """``python -m skorch_loadfix demo``: the bug and the fix, on the installed skorch and torch.
 
-Every load runs in a fresh interpreter, so "unpatched" really is the installed
-skorch as it ships, and a load that crashes cannot take the demo with it.
+The unpatched loads run in a fresh interpreter, so they really are the installed
+skorch as it ships; the patched ones in another, which reverts at the end to show
+that revert() brings the original behaviour back.
 """
 
 from __future__ import annotations
@@ -54,13 +55,19 @@ def load(path, mode):
     return "loads   predictions identical" if same else "loads   but predictions DIFFER"
 
 
-mode = sys.argv[1]
-if mode != "unpatched":
+def report(mode):
+    for writer in WRITERS:
+        print(writer, mode, load(f"net-{writer}.pkl", mode), sep="\t")
+
+
+if sys.argv[1] == "unpatched":
+    report("unpatched")
+else:  # the rest in one interpreter, in order: revert() must bring the bug back
     skorch_loadfix.apply()
-if mode == "applied, then reverted":
+    report("patched")
+    report("patched, weights_only=True")
     skorch_loadfix.revert()
-for writer in WRITERS:
-    print(writer, load(f"net-{writer}.pkl", mode), sep="\t")
+    report("applied, then reverted")
 """
 
 MODES = ("unpatched", "patched", "patched, weights_only=True", "applied, then reverted")
@@ -90,13 +97,13 @@ def main() -> int:
             "skorch <= 1.1 writes it (blob by torch.save) and as skorch >= 1.2 does (by pickle).\n"
         )
         outcomes = {}  # (writer, mode) -> line
-        for mode in MODES:
-            loaded = _run(_LOAD, mode, cwd=tmp)
+        for interpreter in ("unpatched", "patched"):
+            loaded = _run(_LOAD, interpreter, cwd=tmp)
             if loaded.returncode:
                 print(loaded.stderr, file=sys.stderr)
                 return 1
             for line in loaded.stdout.splitlines():
-                writer, outcome = line.split("\t")
+                writer, mode, outcome = line.split("\t")
                 outcomes[writer, mode] = outcome
         for writer in WRITERS:
             print(f"file written with the blob by {writer}:")
