@@ -10,7 +10,6 @@ from __future__ import annotations
 import subprocess
 import sys
 import tempfile
-import textwrap
 
 from .formats import WRITERS
 
@@ -75,7 +74,7 @@ MODES = ("unpatched", "patched", "patched, weights_only=True", "applied, then re
 
 def _run(code: str, *args: str, cwd: str) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
-        [sys.executable, "-c", textwrap.dedent(code), *args],
+        [sys.executable, "-c", code, *args],
         cwd=cwd,
         capture_output=True,
         text=True,
