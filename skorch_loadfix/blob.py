@@ -27,7 +27,7 @@ import torch
 
 from .errors import UntrustedPickleError
 
-_ZIP_MAGIC = b"PK\x03\x04"
+ZIP_MAGIC = b"PK\x03\x04"
 
 # Containers an optimizer's state is made of; torch's weights-only set lacks them.
 _CONTAINERS = {
@@ -66,7 +66,7 @@ def read_cuda_attributes(
 
 def is_torch_save(blob: bytes) -> bool:
     """Whether ``blob`` was written by ``torch.save`` (zip or legacy stream), not ``pickle``."""
-    if blob[:4] == _ZIP_MAGIC:
+    if blob[:4] == ZIP_MAGIC:
         return True
     try:
         for opcode, arg, _ in pickletools.genops(io.BytesIO(blob[:32])):

@@ -16,11 +16,10 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
-from .blob import is_torch_save, python3_name, weights_only_global
+from .blob import ZIP_MAGIC, is_torch_save, python3_name, weights_only_global
 from .formats import BLOB
 
 OUTER, BLOB_LEVEL, TENSORS = "outer pickle", "cuda-attributes blob", "tensor streams"
-_ZIP_MAGIC = b"PK\x03\x04"
 _TENSOR_STREAM = "torch.storage._load_from_bytes"
 
 
@@ -124,7 +123,7 @@ def inspect_file(data: bytes) -> Report:
 
 
 def _read_blob(blob: bytes, seen: set[str]) -> tuple[str, Any]:
-    if blob[:4] == _ZIP_MAGIC:
+    if blob[:4] == ZIP_MAGIC:
         archive = zipfile.ZipFile(io.BytesIO(blob))
         data_pkl = next(n for n in archive.namelist() if n.endswith("data.pkl"))
         return "torch.save (zip)", _Recorder(io.BytesIO(archive.read(data_pkl)), seen).load()

@@ -1,6 +1,7 @@
 import os
 import subprocess
 import sys
+import textwrap
 from pathlib import Path
 
 import pytest
@@ -23,9 +24,18 @@ def _never_left_applied():
     assert not skorch_loadfix.is_applied(), "a test left the patch applied"
 
 
-def run_python(code: str, *args: str, cwd=None) -> subprocess.CompletedProcess:
-    """Run ``code`` in a fresh interpreter that imports the same skorch as this one."""
-    env = dict(os.environ, PYTHONPATH=os.pathsep.join([str(TESTS), *sys.path]))
+def run_python(
+    code: str, *args: str, python: str = sys.executable, **env: str
+) -> subprocess.CompletedProcess:
+    """Run ``code`` in a fresh ``python`` that imports the same skorch as this one.
+
+    SKORCH_LOADFIX is passed on only when given in ``env``: each run picks its activation.
+    """
+    environment = {k: v for k, v in os.environ.items() if k != "SKORCH_LOADFIX"}
+    environment["PYTHONPATH"] = os.pathsep.join([str(TESTS), os.environ.get("PYTHONPATH", "")])
     return subprocess.run(
-        [sys.executable, "-c", code, *args], capture_output=True, text=True, env=env, cwd=cwd
+        [python, "-c", textwrap.dedent(code), *args],
+        capture_output=True,
+        text=True,
+        env={**environment, **env},
     )

@@ -35,14 +35,22 @@ def fit(module=Model, **kwargs):
     return net.fit(X, y)
 
 
-def outcome(data: bytes) -> str:
-    """How ``pickle.loads(data)`` goes: "ok", "warns" (about weights_only) or "fails"."""
+def loads_recording(data: bytes) -> tuple[bool, list[warnings.WarningMessage]]:
+    """``pickle.loads(data)``: whether it loaded, and every warning it raised on the way."""
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         try:
             pickle.loads(data)
         except Exception:
-            return "fails"
+            return False, caught
+    return True, caught
+
+
+def outcome(data: bytes) -> str:
+    """How ``pickle.loads(data)`` goes: "ok", "warns" (about weights_only) or "fails"."""
+    loaded, caught = loads_recording(data)
+    if not loaded:
+        return "fails"
     return "warns" if any("weights_only" in str(w.message) for w in caught) else "ok"
 
 

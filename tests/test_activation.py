@@ -4,14 +4,13 @@ Run by the nox session ``activation``: these build venvs and start worker pools,
 they run once, not on every cell of the matrix.
 """
 
-import os
 import subprocess
 import sys
 import textwrap
 import venv
 
 import pytest
-from conftest import TESTS
+from conftest import TESTS, run_python
 from models import fit
 from test_loading import expected_unpatched
 
@@ -28,17 +27,6 @@ def legacy_pickle(tmp_path_factory):
     path.write_bytes(dumps(fit(), "torch.save"))
     assert expected_unpatched("torch.save") != "ok"
     return path
-
-
-def python_in(python: str, code: str, *args: str, **env: str) -> subprocess.CompletedProcess:
-    environment = {k: v for k, v in os.environ.items() if k != "SKORCH_LOADFIX"}
-    environment["PYTHONPATH"] = os.pathsep.join([str(TESTS), os.environ.get("PYTHONPATH", "")])
-    return subprocess.run(
-        [python, "-c", textwrap.dedent(code), *args],
-        capture_output=True,
-        text=True,
-        env={**environment, **env},
-    )
 
 
 @pytest.fixture(scope="module", params=["normal", "editable"])
@@ -66,24 +54,24 @@ LOAD = """
 
 
 def test_pth_imports_nothing_heavy_when_skorch_is_never_imported(fresh_python):
-    done = python_in(fresh_python, IMPORTS, SKORCH_LOADFIX="1")
+    done = run_python(IMPORTS, SKORCH_LOADFIX="1", python=fresh_python)
     assert (done.returncode, done.stdout, done.stderr) == (0, "[]\n", "")
 
 
 def test_pth_applies_the_patch_when_skorch_is_imported(fresh_python, legacy_pickle):
-    assert python_in(fresh_python, LOAD, str(legacy_pickle)).returncode != 0  # control
-    done = python_in(fresh_python, LOAD, str(legacy_pickle), SKORCH_LOADFIX="1")
+    assert run_python(LOAD, str(legacy_pickle), python=fresh_python).returncode != 0  # control
+    done = run_python(LOAD, str(legacy_pickle), python=fresh_python, SKORCH_LOADFIX="1")
     assert (done.returncode, done.stdout) == (0, "SKORCH_LOADFIX=1\n"), done.stderr
 
 
 @pytest.mark.parametrize("value", ["0", ""])
 def test_off_values_leave_skorch_alone(fresh_python, legacy_pickle, value):
-    done = python_in(fresh_python, LOAD, str(legacy_pickle), SKORCH_LOADFIX=value)
+    done = run_python(LOAD, str(legacy_pickle), python=fresh_python, SKORCH_LOADFIX=value)
     assert done.returncode != 0 and "Traceback" in done.stderr
 
 
 def test_other_values_warn_in_one_line_and_start_normally(fresh_python):
-    done = python_in(fresh_python, "print('started')", SKORCH_LOADFIX="yes")
+    done = run_python("print('started')", python=fresh_python, SKORCH_LOADFIX="yes")
     assert done.returncode == 0 and done.stdout == "started\n"
     assert done.stderr.count("\n") == 1 and "SKORCH_LOADFIX='yes'" in done.stderr
 
@@ -92,7 +80,7 @@ def test_import_auto_from_sitecustomize(legacy_pickle, tmp_path):
     (tmp_path / "sitecustomize.py").write_text("import skorch_loadfix.auto\n")
     code = f"import sys; sys.path.insert(0, {str(tmp_path)!r}); import sitecustomize\n"
     code += textwrap.dedent(LOAD)
-    done = python_in(sys.executable, code, str(legacy_pickle))
+    done = run_python(code, str(legacy_pickle))
     assert (done.returncode, done.stdout) == (0, "import skorch_loadfix.auto\n"), done.stderr
 
 
@@ -122,9 +110,9 @@ WORKERS = {
 
 @pytest.mark.parametrize("case", WORKERS)
 def test_worker_processes_are_patched(case, legacy_pickle):
-    unpatched = python_in(sys.executable, WORKERS[case], str(legacy_pickle))
+    unpatched = run_python(WORKERS[case], str(legacy_pickle))
     assert unpatched.returncode != 0, "control: the workers should fail unpatched"
-    patched = python_in(sys.executable, WORKERS[case], str(legacy_pickle), SKORCH_LOADFIX="1")
+    patched = run_python(WORKERS[case], str(legacy_pickle), SKORCH_LOADFIX="1")
     assert patched.returncode == 0, patched.stderr
 
 
@@ -142,7 +130,7 @@ PLUGIN_TESTS = """
 
 def test_importing_the_plugin_imports_neither_skorch_nor_torch():
     code = "import sys, skorch_loadfix.pytest_plugin; print({'skorch', 'torch'} & set(sys.modules))"
-    done = python_in(sys.executable, code)
+    done = run_python(code)
     assert (done.returncode, done.stdout) == (0, "set()\n"), done.stderr
 
 

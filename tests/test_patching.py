@@ -4,7 +4,6 @@ import ast
 import dataclasses
 import pickle
 import sys
-import textwrap
 import warnings
 from pathlib import Path
 
@@ -75,7 +74,7 @@ SUBPROCESS_CASES = {
 
 @pytest.mark.parametrize("case", SUBPROCESS_CASES)
 def test_ordering_in_fresh_interpreter(case):
-    done = run_python(textwrap.dedent(SUBPROCESS_CASES[case]))
+    done = run_python(SUBPROCESS_CASES[case])
     assert done.returncode == 0, done.stderr
 
 
