@@ -2,6 +2,10 @@
 
 >>> import skorch_loadfix
 >>> skorch_loadfix.apply()  # doctest: +SKIP
+
+and load pickled nets you don't trust with every global checked at every level:
+
+>>> net = skorch_loadfix.load("net.pkl", allow=[MyModule])  # doctest: +SKIP
 """
 
 from __future__ import annotations
@@ -10,6 +14,7 @@ from .errors import UntrustedPickleError
 from .load_kwargs import torch_load_kwargs
 from .patching import apply, is_applied, revert, status
 from .status import CallSite, Status
+from .untrusted import load, untrusted_globals
 
 __all__ = [
     "CallSite",
@@ -17,7 +22,9 @@ __all__ = [
     "UntrustedPickleError",
     "apply",
     "is_applied",
+    "load",
     "revert",
     "status",
     "torch_load_kwargs",
+    "untrusted_globals",
 ]

@@ -44,6 +44,11 @@ def dumps(net: Any, writer: Writer) -> bytes:
     else:
         pickle.dump(cuda_attributes, blob)
     state[BLOB] = blob.getvalue()
+    return dumps_state(net, state)
+
+
+def dumps_state(net: Any, state: dict[str, Any]) -> bytes:
+    """``pickle.dumps(net)`` with ``state`` as what its ``__getstate__`` returned."""
     file = io.BytesIO()
     _Pickler(file, net, state).dump(net)
     return file.getvalue()

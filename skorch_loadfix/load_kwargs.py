@@ -16,6 +16,7 @@ _caller: contextvars.ContextVar[dict[str, Any] | None] = contextvars.ContextVar(
     "skorch_loadfix.caller_kwargs", default=None
 )
 _process_default: dict[str, Any] | None = None
+_strict = False
 
 
 def checked(kwargs: object, where: str, *, in_memory: bool = False) -> dict[str, Any]:
@@ -74,9 +75,15 @@ def effective(
     return dict(fallback())
 
 
-def set_process_default(kwargs: Mapping[str, Any] | None) -> None:
-    global _process_default
+def set_process_default(kwargs: Mapping[str, Any] | None, *, strict: bool = False) -> None:
+    """``strict``: a pickled net's own ``torch_load_kwargs`` no longer count (see ``apply``)."""
+    global _process_default, _strict
     _process_default = None if kwargs is None else checked(kwargs, "skorch_loadfix.apply()")
+    _strict = strict
+
+
+def is_strict() -> bool:
+    return _strict
 
 
 @contextmanager

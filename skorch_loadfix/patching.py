@@ -67,21 +67,26 @@ class _Layer:
             setattr(owner, name, self.original)
 
 
-def apply(*, torch_load_kwargs: Mapping[str, Any] | None = None) -> None:
+def apply(*, torch_load_kwargs: Mapping[str, Any] | None = None, strict: bool = False) -> None:
     """Make every ``torch.load`` skorch does honour ``torch_load_kwargs``.
 
     Patches skorch now if it is imported, else the moment ``skorch.net`` is.
     Idempotent and thread-safe; ``torch_load_kwargs`` becomes the process-wide
-    default for nets that carry none (each call replaces it).
+    default for nets that carry none, and ``strict`` whether unpickling ignores the
+    kwargs a pickled net carries and audits its blob first (each call replaces both).
+    ``strict`` cannot restrict the outer pickle, which is the caller's own
+    ``pickle.load``: for files you don't trust, use ``skorch_loadfix.load()``.
     """
-    activate("apply()", torch_load_kwargs)
+    activate("apply()", torch_load_kwargs, strict=strict)
 
 
-def activate(activation: str, torch_load_kwargs: Mapping[str, Any] | None = None) -> None:
+def activate(
+    activation: str, torch_load_kwargs: Mapping[str, Any] | None = None, *, strict: bool = False
+) -> None:
     """``apply()``, noting how it was asked for; ``status()`` names the first."""
     global _wanted, _hook_registered, _activated_by
     with _lock:
-        load_kwargs.set_process_default(torch_load_kwargs)
+        load_kwargs.set_process_default(torch_load_kwargs, strict=strict)
         _wanted, _activated_by = True, _activated_by or activation
         if not _hook_registered:
             # wrapt can't unregister a hook: it stays, and does nothing unless wanted.
@@ -126,5 +131,6 @@ def status() -> Status:
             torch_version=installed_version("torch"),
             applied=_wanted,
             activated_by=_activated_by,
+            strict=load_kwargs.is_strict(),
             sites=tuple(layer.patch.site for layer in _layers if layer.enabled),
         )

@@ -18,9 +18,11 @@ from typing import Any
 import torch
 from packaging.version import Version
 
-from .blob import read_cuda_attributes
+from .allowlist import Policy
+from .blob import restore
 from .formats import BLOB
-from .load_kwargs import checked, effective
+from .inspection import blob_globals, refuse_untrusted
+from .load_kwargs import checked, effective, is_strict
 from .status import CallSite
 
 NEWEST_TESTED_SKORCH = Version("1.4.0")
@@ -113,13 +115,16 @@ def _skorch_default(net_module: types.ModuleType, has_param: bool) -> dict[str, 
 def _setstate(net_module: types.ModuleType, fallback: Fallback) -> Wrapper:
     def setstate(wrapped: Any, net: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> None:
         (state,) = args
-        # skorch's own device logic, so its DeviceWarnings stay as they were.
-        map_location = net_module.get_map_location(state["device"])
-        state["device"] = net._check_device(state["device"], map_location)
         where = f"{type(net).__name__}.__setstate__"
-        load_kwargs = effective(state.get("torch_load_kwargs"), where, fallback, in_memory=True)
-        state.update(read_cuda_attributes(state.pop(BLOB), map_location, load_kwargs, where))
-        net.__dict__.update(state)
+        strict = is_strict()  # then the file's own kwargs can't loosen anything
+        file_kwargs = None if strict else state.get("torch_load_kwargs")
+        load_kwargs = effective(file_kwargs, where, fallback, in_memory=True)
+        weights_only = load_kwargs["weights_only"]
+        policy = Policy(imported_components=True) if weights_only else Policy(blocklist_only=True)
+        if strict:
+            refuse_untrusted(blob_globals(state[BLOB]), policy, where)
+        guarded = weights_only or strict  # else the caller trusts the file: upstream's reading
+        restore(net_module, net, state, load_kwargs, where, policy if guarded else None)
 
     return setstate
 

@@ -23,13 +23,14 @@ class Status:
     torch_version: str | None
     applied: bool
     activated_by: str | None
+    strict: bool
     sites: tuple[CallSite, ...]
 
     def __str__(self) -> str:
         lines = [
             f"skorch {self.skorch_version or 'not installed'}, "
             f"torch {self.torch_version or 'not installed'}",
-            f"skorch-loadfix: applied by {self.activated_by}"
+            f"skorch-loadfix: applied by {self.activated_by}{', strict' if self.strict else ''}"
             if self.applied
             else "skorch-loadfix: not applied",
         ]

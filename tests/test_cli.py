@@ -71,6 +71,8 @@ def test_inspect_reports_every_format_from_every_version(capsys, own_pickles):
         assert report["device"] == "cpu" and report["torch_load_kwargs"] is None, path
         assert "torch._utils._rebuild_tensor_v2" in report["globals"]["cuda-attributes blob"]
         assert report["verdict"].startswith("yes"), (path, report["verdict"])
+        own_classes = {f"skorch_loadfix.demo_model.{name}" for name in ("Model", "Block")}
+        assert set(report["refused_by_load"]) == own_classes, path
 
 
 @pytest.mark.parametrize("writer", WRITERS)
@@ -80,6 +82,8 @@ def test_inspect_names_what_weights_only_refuses(capsys, tmp_path, writer):
     assert inspect_json(capsys, path)["refused_under_weights_only"] == ["builtins.len"]
     _, out, _ = run(capsys, "inspect", path)
     assert "loads with weights_only=True: no, it refuses builtins.len" in out
+    assert "loads with skorch_loadfix.load(): no, it refuses\n" in out
+    assert "  builtins.len: not allowed (in the cuda-attributes blob)" in out
 
 
 @pytest.mark.parametrize(

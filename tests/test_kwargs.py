@@ -21,7 +21,7 @@ def weights_only(call) -> bool:
     assert "weights_only" in call.kwargs, "weights_only must always be passed"
     module = call.kwargs.get("pickle_module")
     return call.kwargs["weights_only"] or (
-        getattr(module, "__name__", None) == "skorch_loadfix.weights_only_pickle"
+        getattr(module, "__name__", None) == "skorch_loadfix.guarded_pickle"
     )
 
 

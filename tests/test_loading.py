@@ -23,6 +23,7 @@ from models import (
 from skorch.exceptions import DeviceWarning
 
 import skorch_loadfix
+from skorch_loadfix.blob import Reader
 from skorch_loadfix.formats import WRITERS, dumps
 
 KWARGS = [None, {"weights_only": True}, {"weights_only": False}]
@@ -147,3 +148,32 @@ def test_pickle_from_other_skorch_version(patched, path):
         warnings.filterwarnings("error", ".*weights_only")
         net = pickle.loads(path.read_bytes())
     np.testing.assert_array_equal(net.predict_proba(X), np.load(path.with_suffix(".npy")))
+
+
+class ModelWithBytes(torch.nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.linear = torch.nn.Linear(4, 400)  # 6 kB of weights: inside a pickle frame
+        self.head = torch.nn.Linear(400, 2)
+        self.big = torch.nn.Linear(400, 400)  # 640 kB: written outside any frame
+        self.raw = b"\x00" * 100_000  # bytes that are not a tensor stream
+
+    def forward(self, x):
+        return self.head(torch.relu(self.big(torch.relu(self.linear(x)))))
+
+
+def test_tensor_streams_are_read_from_the_blob_in_place(patched, monkeypatch):
+    """Each large nested tensor stream reaches torch as a view of the blob, not a copy of it."""
+    net = fit(ModelWithBytes)
+    received = []
+    stream = Reader._stream
+    monkeypatch.setattr(
+        skorch_loadfix.blob.Reader,
+        "_stream",
+        lambda self, data: received.append(data) or stream(self, data),
+    )
+    loaded = pickle.loads(dumps(net, "pickle"))
+    assert any(isinstance(data, memoryview) and data.nbytes > 640_000 for data in received)
+    assert type(loaded.module_.raw) is bytes and loaded.module_.raw == net.module_.raw
+    np.testing.assert_array_equal(loaded.predict_proba(X), net.predict_proba(X))
+    loaded.partial_fit(X, y)

@@ -1,0 +1,119 @@
+"""The unpickler every guarded or static read builds on.
+
+The pure-Python one, for two reasons: its opcodes can be taken over (``load()``
+restores a net's state itself), and its copyreg extension codes can be made to go
+through ``find_class`` every time. Both unpicklers of the standard library cache
+what an extension code resolved to, process-wide, and later hand it back without
+asking ``find_class``: a guard would never see it, and a static read would leave
+its stand-ins behind for the next real load.
+"""
+
+from __future__ import annotations
+
+import copyreg
+import io
+import pickle
+import struct
+from collections.abc import Callable
+from typing import IO, Any, ClassVar
+
+
+class Unpickler(pickle._Unpickler):
+    """Also hands ``tensor_stream`` its bytes as a view of a ``MemoryFile``, not a copy."""
+
+    dispatch: ClassVar[dict[int, Callable[[Any], None]]] = dict(pickle._Unpickler.dispatch)
+    stack: list[Any]
+    tensor_stream: Callable[[Any], Any] | None = None
+
+    def __init__(self, file: IO[bytes] | MemoryFile, **kwargs: Any) -> None:
+        super().__init__(file, **kwargs)
+        self._memory = file if isinstance(file, MemoryFile) else None
+
+    def _bytes(self, size: int) -> None:
+        # torch.storage._load_from_bytes(b) pickles as: the function, then b, TUPLE1, REDUCE.
+        frame = self._unframer.current_frame  # type: ignore[attr-defined]
+        in_frame = frame is not None and frame.tell() < len(frame.getbuffer())
+        if (
+            self._memory is None
+            or in_frame
+            or not self.stack
+            or self.stack[-1] is not self.tensor_stream
+        ):
+            self.append(self.read(size))  # type: ignore[attr-defined]
+        else:  # large bytes are written outside any frame
+            self._unframer.current_frame = None  # type: ignore[attr-defined]
+            self.append(self._memory.view(size))  # type: ignore[attr-defined]
+
+    def _short_binbytes(self) -> None:
+        self._bytes(self.read(1)[0])  # type: ignore[attr-defined]
+
+    def _binbytes(self) -> None:
+        self._bytes(struct.unpack("<I", self.read(4))[0])  # type: ignore[attr-defined]
+
+    def _binbytes8(self) -> None:
+        self._bytes(struct.unpack("<Q", self.read(8))[0])  # type: ignore[attr-defined]
+
+    dispatch[pickle.SHORT_BINBYTES[0]] = _short_binbytes
+    dispatch[pickle.BINBYTES[0]] = _binbytes
+    dispatch[pickle.BINBYTES8[0]] = _binbytes8
+
+    def _extension(self, code: int) -> None:
+        key = copyreg._inverted_registry.get(code)  # type: ignore[attr-defined]
+        if key is None:
+            raise pickle.UnpicklingError(f"unregistered extension code {code}")
+        self.append(self.find_class(*key))  # type: ignore[attr-defined]
+
+    def _ext1(self) -> None:
+        self._extension(self.read(1)[0])  # type: ignore[attr-defined]
+
+    def _ext2(self) -> None:
+        self._extension(struct.unpack("<H", self.read(2))[0])  # type: ignore[attr-defined]
+
+    def _ext4(self) -> None:
+        self._extension(struct.unpack("<i", self.read(4))[0])  # type: ignore[attr-defined]
+
+    dispatch[pickle.EXT1[0]] = _ext1
+    dispatch[pickle.EXT2[0]] = _ext2
+    dispatch[pickle.EXT4[0]] = _ext4
+
+
+class MemoryFile(io.RawIOBase):
+    """A read-only file over bytes in memory that ``view`` reads from without copying.
+
+    ``io.BytesIO`` shares a ``bytes`` object it is given but copies a memoryview, and
+    each of its reads is a copy: a nested tensor stream read through it costs its
+    size twice over before torch copies it into the tensor.
+    """
+
+    def __init__(self, data: bytes | memoryview) -> None:
+        super().__init__()
+        self._data, self._position = memoryview(data).cast("B"), 0
+
+    def readable(self) -> bool:
+        return True
+
+    def seekable(self) -> bool:
+        return True
+
+    def tell(self) -> int:
+        return self._position
+
+    def seek(self, offset: int, whence: int = io.SEEK_SET) -> int:
+        start = {io.SEEK_SET: 0, io.SEEK_CUR: self._position, io.SEEK_END: len(self._data)}
+        self._position = max(0, start[whence] + offset)
+        return self._position
+
+    def readinto(self, buffer: Any) -> int:
+        chunk = self.view(min(len(memoryview(buffer).cast("B")), self._remaining()))
+        memoryview(buffer).cast("B")[: len(chunk)] = chunk
+        return len(chunk)
+
+    def view(self, size: int) -> memoryview:
+        if size > self._remaining():
+            raise pickle.UnpicklingError("pickle data was truncated")
+        chunk = self._data[self._position : self._position + size]
+        self._position += size
+        return chunk
+
+    def _remaining(self) -> int:
+        return max(0, len(self._data) - self._position)

@@ -1,0 +1,256 @@
+"""Malicious pickles, harmless here: what they would do is create a marker file.
+
+Each payload is a whole pickle. ``placed()`` puts it at one level of a real pickled
+net: the file itself (the outer pickle), the net's cuda-attributes blob, or a tensor
+stream nested in the blob.
+"""
+
+from __future__ import annotations
+
+import io
+import os
+import pickle
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+
+from skorch_loadfix.formats import BLOB, dumps_state
+
+OUTER, BLOB_LEVEL, TENSORS = "outer pickle", "cuda-attributes blob", "tensor streams"
+EXT_CODE = 240  # a copyreg extension code the tests register for os.system
+
+
+@dataclass(frozen=True)
+class Payload:
+    family: str
+    refused: str  # the global an error must name: the first the file asks for
+    data: bytes
+    levels: tuple[str, ...] = (OUTER, BLOB_LEVEL, TENSORS)
+    hits: bool = True  # loaded unguarded, it creates the marker (no network, no browser)
+    nested: bool = False  # the global sits in a tensor stream the payload carries
+
+    def level_refused(self, placed_at: str) -> str:
+        return TENSORS if self.nested else placed_at
+
+
+class Reduce:
+    """Pickles as ``func(*args)``, the way every ``__reduce__`` payload does."""
+
+    def __init__(self, func, *args):
+        self.func, self.args = func, args
+
+    def __reduce__(self):
+        return self.func, self.args
+
+
+def _arg(value: bytes | str) -> bytes:
+    """An argument: opcodes as they are, a str as a protocol-0 unicode string."""
+    return value if isinstance(value, bytes) else b"V" + value.encode("raw_unicode_escape") + b"\n"
+
+
+def _g(module: str, name: str) -> bytes:
+    """GLOBAL module.name, the protocol-0 spelling."""
+    return f"c{module}\n{name}\n".encode()
+
+
+def _call(func: bytes, *args: bytes | str) -> bytes:
+    return func + b"(" + b"".join(map(_arg, args)) + b"tR"
+
+
+def _torch_save(obj, **kwargs) -> bytes:
+    file = io.BytesIO()
+    torch.save(obj, file, **kwargs)
+    return file.getvalue()
+
+
+def marker_code(marker: Path) -> str:
+    return f"open({str(marker)!r}, 'w').close()"
+
+
+def payloads(marker: Path) -> list[Payload]:
+    """Every family; the runpy one runs ``script.py`` beside ``marker``, written by the caller."""
+    sh = f"touch {marker}"
+    py = marker_code(marker)
+    script = marker.with_name("script.py")
+    system = Reduce(os.system, sh)
+    os_module = _call(_g("importlib", "import_module"), "os")
+    url = "http://127.0.0.1:9/"
+    stack_global = _arg("posix") + _arg("system") + b"\x93"
+    popen = _arg("subprocess") + _arg("Popen") + b"\x93"
+    return [
+        *(
+            Payload(
+                f"__reduce__ protocol {protocol}", "posix.system", pickle.dumps(system, protocol)
+            )
+            for protocol in range(6)
+        ),
+        Payload("GLOBAL", "os.system", _call(_g("os", "system"), sh) + b"."),
+        Payload("INST", "os.system", b"(" + _arg(sh) + b"i" + _g("os", "system")[1:] + b"."),
+        Payload("OBJ", "os.system", b"(" + _g("os", "system") + _arg(sh) + b"o."),
+        Payload("STACK_GLOBAL", "posix.system", b"\x80\x04" + stack_global + _arg(sh) + b"\x85R."),
+        Payload(
+            "NEWOBJ_EX",
+            "subprocess.Popen",
+            b"\x80\x04" + popen + _arg(sh) + b"\x85}\x92.",
+            hits=False,
+        ),
+        Payload("EXT1", "os.system", b"\x80\x02\x82" + bytes([EXT_CODE]) + _arg(sh) + b"\x85R."),
+        Payload("builtins.eval", "builtins.eval", _call(_g("builtins", "eval"), py) + b"."),
+        Payload("__builtin__.exec", "builtins.exec", _call(_g("__builtin__", "exec"), py) + b"."),
+        Payload(
+            "getattr(__import__('os'), 'system')",
+            "builtins.getattr",
+            _call(
+                _call(
+                    _g("builtins", "getattr"), _call(_g("builtins", "__import__"), "os"), "system"
+                ),
+                sh,
+            )
+            + b".",
+        ),
+        Payload(
+            "subprocess", "subprocess.getoutput", _call(_g("subprocess", "getoutput"), sh) + b"."
+        ),
+        Payload("runpy", "runpy.run_path", _call(_g("runpy", "run_path"), str(script)) + b"."),
+        Payload(
+            "code",
+            "code.InteractiveConsole",
+            _call(_g("code", "InteractiveConsole")) + b".",
+            hits=False,
+        ),
+        Payload("cProfile", "cProfile.run", _call(_g("cProfile", "run"), py) + b"."),
+        Payload(
+            "timeit",
+            "timeit.main",
+            _call(_g("timeit", "main"), b"(" + _arg("-n") + _arg("1") + _arg(py) + b"l") + b".",
+        ),
+        Payload("bdb", "bdb.Bdb", _call(_g("bdb", "Bdb")) + b".", hits=False),
+        Payload("importlib", "importlib.import_module", os_module + b".", hits=False),
+        Payload(
+            "pkgutil.resolve_name",
+            "pkgutil.resolve_name",
+            _call(_call(_g("pkgutil", "resolve_name"), "os:system"), sh) + b".",
+        ),
+        Payload(
+            "pydoc.locate",
+            "pydoc.locate",
+            _call(_call(_g("pydoc", "locate"), "os.system"), sh) + b".",
+        ),
+        Payload(
+            "webbrowser", "webbrowser.open", _call(_g("webbrowser", "open"), url) + b".", hits=False
+        ),
+        Payload(
+            "socket",
+            "socket.create_connection",
+            _call(_g("socket", "create_connection"), b"(" + _arg("127.0.0.1") + b"I9\nt") + b".",
+            hits=False,
+        ),
+        Payload(
+            "urllib",
+            "urllib.request.urlopen",
+            _call(_g("urllib.request", "urlopen"), url) + b".",
+            hits=False,
+        ),
+        Payload(
+            "operator.attrgetter",
+            "operator.attrgetter",
+            _call(_call(_call(_g("operator", "attrgetter"), "system"), os_module), sh) + b".",
+        ),
+        Payload(
+            "operator.methodcaller",
+            "operator.methodcaller",
+            _call(_call(_g("operator", "methodcaller"), "system", sh), os_module) + b".",
+        ),
+        Payload(
+            "functools.partial(os.system, ...)",
+            "os.system",
+            _call(_call(_g("functools", "partial"), _g("os", "system"), sh)) + b".",
+        ),
+        Payload(
+            "nested pickle.loads",
+            "_pickle.loads",
+            pickle.dumps(Reduce(pickle.loads, pickle.dumps(system))),
+        ),
+        Payload(
+            "nested torch.load",
+            "torch.serialization.load",
+            pickle.dumps(Reduce(torch.load, str(marker.with_name("inner.pt")))),
+            hits=False,
+        ),
+        Payload(
+            "nested _load_from_bytes",
+            "posix.system",
+            pickle.dumps(Reduce(torch.storage._load_from_bytes, _torch_save(system))),
+            nested=True,
+        ),
+        Payload(
+            "dotted name reaching torch.load",
+            "torch.nn.modules.module.torch.load",
+            _call(_g("torch.nn.modules.module", "torch.load"), str(marker)) + b".",
+            hits=False,
+        ),
+        Payload(
+            "copyreg._reconstructor",
+            "copyreg._reconstructor",
+            _call(
+                _g("copyreg", "_reconstructor"),
+                _g("subprocess", "Popen"),
+                _g("builtins", "object"),
+                b"N",
+            )
+            + b".",
+            hits=False,
+        ),
+        Payload(
+            "torch zip, malicious data.pkl",
+            "posix.system",
+            _torch_save(system),
+            (BLOB_LEVEL, TENSORS),
+        ),
+        Payload(
+            "legacy torch stream",
+            "posix.system",
+            _torch_save(system, _use_new_zipfile_serialization=False),
+            (BLOB_LEVEL, TENSORS),
+        ),
+        Payload(
+            "a __main__ module",
+            "numpy.f2py.__main__.main",
+            _call(_g("numpy.f2py.__main__", "main")) + b".",
+            hits=False,
+        ),
+        Payload(
+            "pip",
+            "pip._internal.cli.main.main",
+            _call(_g("pip._internal.cli.main", "main")) + b".",
+            hits=False,
+        ),
+        Payload("venv", "venv.create", _call(_g("venv", "create"), str(marker)) + b"."),
+        Payload(
+            "ctypes.CDLL",
+            "ctypes.CDLL",
+            _call(_g("ctypes", "CDLL"), "libc.so.6") + b".",
+            hits=False,
+        ),
+    ]
+
+
+class _Stream:
+    """Pickles as a tensor does when skorch >= 1.2 writes a blob: a nested torch stream."""
+
+    def __init__(self, data: bytes):
+        self.data = data
+
+    def __reduce__(self):
+        return torch.storage._load_from_bytes, (self.data,)
+
+
+def placed(payload: bytes, level: str, net, **state_items) -> bytes:
+    """A file with ``payload`` at ``level``; the rest is ``net`` as skorch pickles it."""
+    if level == OUTER:
+        return payload
+    state = {**net.__getstate__(), **state_items}
+    inner = payload if level == BLOB_LEVEL else pickle.dumps({"module_": _Stream(payload)})
+    state[BLOB] = inner
+    return dumps_state(net, state)

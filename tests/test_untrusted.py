@@ -1,0 +1,329 @@
+"""load(), untrusted_globals() and apply(strict=True): attack payloads at every level, and
+the legit nets that must still load. Every payload is harmless: it would create a marker."""
+
+import contextlib
+import copyreg
+import io
+import os
+import pickle
+import warnings
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+import skorch
+import torch
+from models import X, fit, y
+from packaging.version import Version
+from payloads import BLOB_LEVEL, EXT_CODE, OUTER, TENSORS, marker_code, payloads, placed
+from sklearn.metrics import accuracy_score, make_scorer
+from sklearn.pipeline import Pipeline
+from sklearn.preprocessing import StandardScaler
+from skorch import NeuralNetClassifier, NeuralNetRegressor
+from skorch.callbacks import Checkpoint, EarlyStopping, EpochScoring, LRScheduler
+
+import skorch_loadfix
+from skorch_loadfix import UntrustedPickleError, inspection, sites
+from skorch_loadfix.demo_model import Block, Model
+from skorch_loadfix.formats import WRITERS, dumps, dumps_state
+
+FAMILIES = {p.family: p for p in payloads(Path("marker"))}
+CASES = [(family, level) for family, p in FAMILIES.items() for level in p.levels]
+NESTED_CASES = [case for case in CASES if case[1] != OUTER]
+LINES = ["audit and guard", "guard alone"]
+
+
+@pytest.fixture
+def marker(tmp_path):
+    marker = tmp_path / "marker"
+    (tmp_path / "script.py").write_text(marker_code(marker))
+    copyreg.add_extension("os", "system", EXT_CODE)
+    yield marker
+    copyreg.remove_extension("os", "system", EXT_CODE)
+
+
+@pytest.fixture(scope="module")
+def net():
+    return fit()
+
+
+def payload_file(marker, net, family, level, **state):
+    payload = {p.family: p for p in payloads(marker)}[family]
+    return payload, placed(payload.data, level, net, **state)
+
+
+@pytest.fixture(params=LINES)
+def line(request, monkeypatch):
+    """Both lines of defence, then the unpickler's guard with the audit switched off."""
+    if request.param == "guard alone":
+        monkeypatch.setattr(inspection, "refuse_untrusted", lambda *args: None)
+        monkeypatch.setattr(sites, "refuse_untrusted", lambda *args: None)
+    return request.param
+
+
+def assert_refused(error, payload, level):
+    assert payload.refused in error.value.refused, str(error.value)
+    assert f"in the {payload.level_refused(level)}" in error.value.refused[payload.refused]
+
+
+@pytest.mark.parametrize(("family", "level"), CASES)
+def test_load_refuses_every_payload_at_every_level(marker, net, line, family, level):
+    payload, data = payload_file(marker, net, family, level)
+    with pytest.raises(UntrustedPickleError) as error:
+        skorch_loadfix.load(io.BytesIO(data), allow=[Model, Block])
+    assert_refused(error, payload, level)
+    assert not marker.exists()
+
+
+@pytest.mark.parametrize("weights_only", [True, False])
+@pytest.mark.parametrize(("family", "level"), NESTED_CASES)
+def test_strict_refuses_every_nested_payload(marker, net, line, family, level, weights_only):
+    payload, data = payload_file(marker, net, family, level)
+    skorch_loadfix.apply(strict=True)
+    try:
+        with (
+            pytest.raises(UntrustedPickleError) as error,
+            skorch_loadfix.torch_load_kwargs(weights_only=weights_only),
+        ):
+            pickle.loads(data)
+    finally:
+        skorch_loadfix.revert()
+    assert_refused(error, payload, level)
+    assert not marker.exists()
+
+
+@pytest.mark.parametrize(("family", "level"), [c for c in CASES if FAMILIES[c[0]].hits])
+def test_payload_runs_when_loaded_unguarded(marker, net, family, level):
+    """The control: each payload is live, so the refusals above are what stop it."""
+    _, data = payload_file(marker, net, family, level)
+    skorch_loadfix.apply()
+    try:
+        with skorch_loadfix.torch_load_kwargs(weights_only=False):
+            pickle.loads(data)
+    except Exception:
+        pass  # what a payload leaves behind is rarely a net
+    finally:
+        skorch_loadfix.revert()
+    assert marker.exists()
+
+
+def test_a_file_cannot_loosen_its_own_loading(marker, net):
+    payload, data = payload_file(
+        marker, net, "__reduce__ protocol 4", BLOB_LEVEL, torch_load_kwargs={"weights_only": False}
+    )
+    with pytest.raises(UntrustedPickleError) as error:
+        skorch_loadfix.load(io.BytesIO(data))
+    assert_refused(error, payload, BLOB_LEVEL)
+    skorch_loadfix.apply(strict=True)
+    try:
+        with pytest.raises(UntrustedPickleError):
+            pickle.loads(data)
+        assert not marker.exists()
+        skorch_loadfix.apply()  # not strict: the file's own kwargs count, and it runs
+        with contextlib.suppress(Exception):  # what a payload leaves behind is rarely a net
+            pickle.loads(data)
+    finally:
+        skorch_loadfix.revert()
+    assert marker.exists()
+
+
+def test_strict_cannot_guard_the_outer_pickle(marker, net):
+    """Documented: the outer level is the caller's own pickle.load; load() is the answer."""
+    _, data = payload_file(marker, net, "__reduce__ protocol 4", OUTER)
+    skorch_loadfix.apply(strict=True)
+    try:
+        pickle.loads(data)
+    finally:
+        skorch_loadfix.revert()
+    assert marker.exists()
+
+
+def test_blocklist_wins_over_allow_and_safe_globals(marker, net):
+    with pytest.raises(ValueError, match="posix.system is on the hard blocklist"):
+        skorch_loadfix.load(io.BytesIO(b""), allow=[os.system])
+    payload, data = payload_file(marker, net, "__reduce__ protocol 4", BLOB_LEVEL)
+    with torch.serialization.safe_globals([os.system]), pytest.raises(UntrustedPickleError):
+        skorch_loadfix.load(io.BytesIO(data))
+    assert not marker.exists()
+
+
+def test_untrusted_globals_lists_without_running(marker, net):
+    _, data = payload_file(marker, net, "getattr(__import__('os'), 'system')", TENSORS)
+    found = skorch_loadfix.untrusted_globals(io.BytesIO(data))
+    assert set(found) == {
+        "builtins.getattr",
+        "builtins.__import__",
+        "skorch_loadfix.demo_model.Model",
+    }
+    assert "in the tensor streams" in found["builtins.getattr"]
+    assert not marker.exists()
+    legit = io.BytesIO(pickle.dumps(net))
+    assert skorch_loadfix.untrusted_globals(legit, allow=[Model, Block]) == {}
+
+
+# -- No false blocks --------------------------------------------------------------------------
+
+
+def assert_same_net(loaded, net, X=X, y=y):
+    np.testing.assert_array_equal(loaded.predict_proba(X), net.predict_proba(X))
+    loaded.partial_fit(X, y)  # tensors stay ordinary: the optimizer steps on them
+
+
+@pytest.mark.parametrize("writer", ["native", *WRITERS])
+def test_load_allows_own_module_classes(net, tmp_path, writer):
+    data = pickle.dumps(net) if writer == "native" else dumps(net, writer)
+    path = tmp_path / "net.pkl"
+    path.write_bytes(data)
+    assert_same_net(
+        skorch_loadfix.load(path, allow=[Model, "skorch_loadfix.demo_model.Block"]), net
+    )
+    with torch.serialization.safe_globals([Model, Block]):
+        assert_same_net(skorch_loadfix.load(str(path)), net)
+    with pytest.raises(UntrustedPickleError, match="demo_model.Block"):
+        skorch_loadfix.load(path, allow=[Model])
+
+
+def classifier(**kwargs):
+    """Of torch's own modules only, so the default allowlist must do."""
+    return NeuralNetClassifier(
+        torch.nn.Linear,
+        module__in_features=4,
+        module__out_features=2,
+        criterion=torch.nn.CrossEntropyLoss,
+        max_epochs=2,
+        verbose=0,
+        **kwargs,
+    )
+
+
+def callbacks(tmp):
+    found = [
+        EpochScoring("accuracy", name="by_name"),
+        EpochScoring(accuracy_score, name="by_function", use_caching=False),
+        Checkpoint(dirname=str(tmp)),
+        EarlyStopping(patience=3),
+        LRScheduler(policy=torch.optim.lr_scheduler.StepLR, step_size=1),
+    ]
+    if Version(skorch.__version__) >= Version("1.0"):  # before, fit() fails on scorer objects
+        found.append(EpochScoring(make_scorer(accuracy_score), name="by_scorer"))
+    return found
+
+
+LEGIT = {
+    "classifier with callbacks": lambda tmp: classifier(callbacks=callbacks(tmp)).fit(X, y),
+    "regressor": lambda tmp: NeuralNetRegressor(
+        torch.nn.Linear(4, 1), optimizer=torch.optim.Adam, max_epochs=2, verbose=0
+    ).fit(X, y[:, None].astype("float32")),
+    "pandas input": lambda tmp: classifier().fit(pd.DataFrame(X).to_numpy(), pd.Series(y)),
+    "pipeline": lambda tmp: Pipeline([("scale", StandardScaler()), ("net", classifier())]).fit(
+        X, y
+    ),
+}
+
+
+@pytest.mark.parametrize("writer", WRITERS)
+@pytest.mark.parametrize("kind", LEGIT)
+def test_legit_nets_load_with_default_allow(tmp_path, kind, writer):
+    fitted = LEGIT[kind](tmp_path)
+    net = fitted[-1] if kind == "pipeline" else fitted
+    data = pickle.dumps(fitted) if kind == "pipeline" else dumps(net, writer)
+    assert skorch_loadfix.untrusted_globals(io.BytesIO(data)) == {}
+    loaded = skorch_loadfix.load(io.BytesIO(data))
+    if kind == "pipeline":
+        np.testing.assert_array_equal(loaded.predict_proba(X), fitted.predict_proba(X))
+        loaded, net = loaded[-1], net
+    assert_same_net(
+        loaded, net, *((X, y[:, None].astype("float32")) if kind == "regressor" else ())
+    )
+
+
+@pytest.mark.parametrize("weights_only", [True, False])
+@pytest.mark.parametrize("writer", WRITERS)
+def test_strict_loads_legit_nets_without_warning(net, writer, weights_only):
+    skorch_loadfix.apply(strict=True)
+    try:
+        with (
+            warnings.catch_warnings(),
+            skorch_loadfix.torch_load_kwargs(weights_only=weights_only),
+        ):
+            warnings.filterwarnings("error", ".*weights_only")
+            assert_same_net(pickle.loads(dumps(net, writer)), net)
+    finally:
+        skorch_loadfix.revert()
+
+
+@pytest.mark.parametrize("writer", WRITERS)
+def test_net_trained_on_cuda_loads_on_cpu(monkeypatch, writer):
+    net = classifier().fit(X, y)
+    expected = net.predict_proba(X)
+    net.device = "cuda"
+    monkeypatch.setattr(torch.serialization, "location_tag", lambda storage: "cuda:0")
+    data = dumps(net, writer)
+    monkeypatch.undo()
+    assert b"cuda:0" in data
+    with pytest.warns(UserWarning):  # skorch's DeviceWarning: no CUDA here
+        loaded = skorch_loadfix.load(io.BytesIO(data))
+    assert str(loaded.device) == "cpu"
+    np.testing.assert_array_equal(loaded.predict_proba(X), expected)
+
+
+def corpus() -> list[Path]:
+    folder = os.environ.get("SKORCH_LOADFIX_CORPUS")
+    return sorted(Path(folder).glob("*.pkl")) if folder else []
+
+
+@pytest.mark.skipif(not corpus(), reason="no corpus: run through nox, which writes one")
+@pytest.mark.parametrize("path", corpus(), ids=lambda p: p.stem)
+def test_pickle_from_every_skorch_version_loads(path):
+    net = skorch_loadfix.load(path, allow=[Model, Block])
+    np.testing.assert_array_equal(net.predict_proba(X), np.load(path.with_suffix(".npy")))
+
+
+# -- Bad input ---------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "content", [b"", b"hello, world\n", bytes(range(256)), "truncated", "truncated payload"]
+)
+def test_unreadable_files_are_one_clear_error(marker, net, content):
+    if content == "truncated":
+        data = pickle.dumps(net)
+        content = data[: len(data) // 2]
+    elif content == "truncated payload":
+        content = payload_file(marker, net, "__reduce__ protocol 4", OUTER)[1][:-1]
+    with pytest.raises(pickle.UnpicklingError, match="not a readable pickle"):
+        skorch_loadfix.load(io.BytesIO(content))
+    assert not marker.exists()
+
+
+def test_allowed_globals_in_the_wrong_shape_are_one_clear_error(net):
+    data = dumps_state(net, {})  # a net without its state
+    with pytest.raises(pickle.UnpicklingError, match=r"not a readable pickle \(KeyError"):
+        skorch_loadfix.load(io.BytesIO(data))
+
+
+def test_corrupted_blob_is_one_clear_error(net):
+    data = placed(b"PK\x03\x04 not a zip", BLOB_LEVEL, net)
+    with pytest.raises(pickle.UnpicklingError, match="not a readable pickle"):
+        skorch_loadfix.load(io.BytesIO(data), allow=[Model, Block])
+
+
+@pytest.mark.parametrize(
+    ("allow", "error", "message"),
+    [
+        ("Model", TypeError, "allow must be a list"),
+        ([1], TypeError, "neither a class, a function nor"),
+        ([eval], ValueError, "builtins.eval is on the hard blocklist"),
+    ],
+)
+def test_bad_allow_is_a_clear_error(allow, error, message):
+    with pytest.raises(error, match=message):
+        skorch_loadfix.load(io.BytesIO(b""), allow=allow)
+
+
+def test_text_file_is_a_clear_error(tmp_path):
+    path = tmp_path / "net.pkl"
+    path.write_bytes(b"")
+    with open(path) as text, pytest.raises(TypeError, match=r"binary mode \('rb'\)"):
+        skorch_loadfix.load(text)
