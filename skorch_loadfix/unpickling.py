@@ -18,6 +18,16 @@ from collections.abc import Callable
 from typing import IO, Any, ClassVar
 
 
+def _sized(size_format: str, handler: Callable[[Any, int], None]) -> Callable[[Any], None]:
+    """An opcode whose argument is a size or code in ``size_format``, passed to ``handler``."""
+    width = struct.calcsize(size_format)
+
+    def load(unpickler: Any) -> None:
+        handler(unpickler, struct.unpack(size_format, unpickler.read(width))[0])
+
+    return load
+
+
 class Unpickler(pickle._Unpickler):
     """Also hands ``tensor_stream`` its bytes as a view of a ``MemoryFile``, not a copy."""
 
@@ -44,37 +54,22 @@ class Unpickler(pickle._Unpickler):
             self._unframer.current_frame = None  # type: ignore[attr-defined]
             self.append(self._memory.view(size))  # type: ignore[attr-defined]
 
-    def _short_binbytes(self) -> None:
-        self._bytes(self.read(1)[0])  # type: ignore[attr-defined]
-
-    def _binbytes(self) -> None:
-        self._bytes(struct.unpack("<I", self.read(4))[0])  # type: ignore[attr-defined]
-
-    def _binbytes8(self) -> None:
-        self._bytes(struct.unpack("<Q", self.read(8))[0])  # type: ignore[attr-defined]
-
-    dispatch[pickle.SHORT_BINBYTES[0]] = _short_binbytes
-    dispatch[pickle.BINBYTES[0]] = _binbytes
-    dispatch[pickle.BINBYTES8[0]] = _binbytes8
-
     def _extension(self, code: int) -> None:
         key = copyreg._inverted_registry.get(code)  # type: ignore[attr-defined]
         if key is None:
             raise pickle.UnpicklingError(f"unregistered extension code {code}")
         self.append(self.find_class(*key))  # type: ignore[attr-defined]
 
-    def _ext1(self) -> None:
-        self._extension(self.read(1)[0])  # type: ignore[attr-defined]
-
-    def _ext2(self) -> None:
-        self._extension(struct.unpack("<H", self.read(2))[0])  # type: ignore[attr-defined]
-
-    def _ext4(self) -> None:
-        self._extension(struct.unpack("<i", self.read(4))[0])  # type: ignore[attr-defined]
-
-    dispatch[pickle.EXT1[0]] = _ext1
-    dispatch[pickle.EXT2[0]] = _ext2
-    dispatch[pickle.EXT4[0]] = _ext4
+    for opcode, size_format, handler in [
+        (pickle.SHORT_BINBYTES, "<B", _bytes),
+        (pickle.BINBYTES, "<I", _bytes),
+        (pickle.BINBYTES8, "<Q", _bytes),
+        (pickle.EXT1, "<B", _extension),
+        (pickle.EXT2, "<H", _extension),
+        (pickle.EXT4, "<i", _extension),
+    ]:
+        dispatch[opcode[0]] = _sized(size_format, handler)
+    del opcode, size_format, handler
 
 
 class MemoryFile(io.RawIOBase):

@@ -76,7 +76,10 @@ def test_load_refuses_every_payload_at_every_level(marker, net, line, family, le
     assert not marker.exists()
 
 
-@pytest.mark.parametrize("weights_only", [True, False])
+# The allowlist with both lines; the blocklist alone (weights_only=False) with the guard alone.
+@pytest.mark.parametrize(
+    ("weights_only", "line"), [(True, LINES[0]), (False, LINES[1])], indirect=["line"]
+)
 @pytest.mark.parametrize(("family", "level"), NESTED_CASES)
 def test_strict_refuses_every_nested_payload(marker, net, line, family, level, weights_only):
     payload, data = payload_file(marker, net, family, level)
@@ -117,10 +120,12 @@ def test_a_file_cannot_loosen_its_own_loading(marker, net):
     assert_refused(error, payload, BLOB_LEVEL)
     skorch_loadfix.apply(strict=True)
     try:
+        assert "applied by apply(), strict" in str(skorch_loadfix.status())
         with pytest.raises(UntrustedPickleError):
             pickle.loads(data)
         assert not marker.exists()
         skorch_loadfix.apply()  # not strict: the file's own kwargs count, and it runs
+        assert not skorch_loadfix.status().strict
         with contextlib.suppress(Exception):  # what a payload leaves behind is rarely a net
             pickle.loads(data)
     finally:
