@@ -98,6 +98,19 @@ class MemoryFile(io.RawIOBase):
         self._position = max(0, start[whence] + offset)
         return self._position
 
+    def read(self, size: int | None = -1) -> bytes:
+        remaining = self._remaining()
+        return bytes(self.view(remaining if size is None or size < 0 else min(size, remaining)))
+
+    def readline(self, size: int | None = -1) -> bytes:
+        start = end = self._position
+        while end < len(self._data):  # in chunks: a memoryview has no find()
+            found = bytes(self._data[end : end + 4096]).find(b"\n")
+            if found >= 0:
+                return self.read(end + found + 1 - start)
+            end += 4096
+        return self.read()
+
     def readinto(self, buffer: Any) -> int:
         chunk = self.view(min(len(memoryview(buffer).cast("B")), self._remaining()))
         memoryview(buffer).cast("B")[: len(chunk)] = chunk

@@ -154,8 +154,8 @@ class ModelWithBytes(torch.nn.Module):
     def __init__(self):
         super().__init__()
         self.linear = torch.nn.Linear(4, 400)  # 6 kB of weights: inside a pickle frame
-        self.head = torch.nn.Linear(400, 2)
-        self.big = torch.nn.Linear(400, 400)  # 640 kB: written outside any frame
+        self.big = torch.nn.Linear(400, 1000)  # 1.6 MB: outside any frame, read in place
+        self.head = torch.nn.Linear(1000, 2)
         self.raw = b"\x00" * 100_000  # bytes that are not a tensor stream
 
     def forward(self, x):
@@ -173,7 +173,7 @@ def test_tensor_streams_are_read_from_the_blob_in_place(patched, monkeypatch):
         lambda self, data: received.append(data) or stream(self, data),
     )
     loaded = pickle.loads(dumps(net, "pickle"))
-    assert any(isinstance(data, memoryview) and data.nbytes > 640_000 for data in received)
+    assert any(isinstance(data, memoryview) and data.nbytes > 1_600_000 for data in received)
     assert type(loaded.module_.raw) is bytes and loaded.module_.raw == net.module_.raw
     np.testing.assert_array_equal(loaded.predict_proba(X), net.predict_proba(X))
     loaded.partial_fit(X, y)
