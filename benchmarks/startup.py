@@ -1,6 +1,6 @@
 """Interpreter start-up cost of skorch_loadfix.pth, as ratios to an interpreter without it.
 
-    python benchmarks/startup.py [--runs 200]
+    python benchmarks/startup.py [--runs 200] [--out benchmarks/results/startup.md]
 
 Builds two venvs alike but for skorch-loadfix, installed in one with --no-deps (so
 only its .pth and code). Runs are interleaved, each a fresh
@@ -8,14 +8,15 @@ only its .pth and code). Runs are interleaved, each a fresh
 """
 
 import argparse
+import functools
 import os
-import statistics
 import subprocess
-import sys
 import tempfile
 import time
 import venv
 from pathlib import Path
+
+from _common import RESULTS, header, interleaved, ratio, spread, write_results
 
 PROJECT = Path(__file__).resolve().parent.parent
 
@@ -39,7 +40,8 @@ def start(python: str, env: dict[str, str]) -> float:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--runs", type=int, default=200)
-    runs = parser.parse_args().runs
+    parser.add_argument("--out", type=Path, default=RESULTS / "startup.md")
+    args = parser.parse_args()
     base_env = {k: v for k, v in os.environ.items() if k != "SKORCH_LOADFIX"}
     with tempfile.TemporaryDirectory() as tmp:
         bare = make_venv(Path(tmp, "bare"), install=False)
@@ -49,10 +51,8 @@ def main() -> None:
             "installed, SKORCH_LOADFIX unset": (installed, base_env),
             "installed, SKORCH_LOADFIX=1": (installed, {**base_env, "SKORCH_LOADFIX": "1"}),
         }
-        times: dict[str, list[float]] = {name: [] for name in cases}
-        for _ in range(runs):
-            for name, (python, env) in cases.items():
-                times[name].append(start(python, env))
+        starts = {name: functools.partial(start, *case) for name, case in cases.items()}
+        times = interleaved(starts, args.runs)
         check = "import sys; print('torch' in sys.modules or 'wrapt' in sys.modules)"
         heavy = subprocess.run(
             [installed, "-c", check],
@@ -61,16 +61,17 @@ def main() -> None:
             text=True,
             check=True,
         ).stdout.strip()
-    baseline = statistics.median(times["not installed"])
-    print(f"Python {sys.version.split()[0]}, {runs} interleaved runs of `python -c pass`")
+    lines = [
+        f"# Interpreter start-up with skorch_loadfix.pth\n\n{header()}\n",
+        f"{args.runs} interleaved runs of `python -c pass`.\n",
+        "| case | ms: median (min–max) | ratio |",
+        "| --- | --- | --- |",
+    ]
     for name, samples in times.items():
-        median = statistics.median(samples)
-        print(
-            f"  {name:<34} median {median * 1e3:6.2f} ms  "
-            f"(min {min(samples) * 1e3:.2f}, max {max(samples) * 1e3:.2f})  "
-            f"ratio {median / baseline:.3f}"
-        )
-    print(f"  SKORCH_LOADFIX=1 without skorch imports torch or wrapt: {heavy}")
+        factor = ratio(samples, times["not installed"])
+        lines.append(f"| {name} | {spread(samples, 1e3)} | {factor:.3f} |")
+    lines.append(f"\nSKORCH_LOADFIX=1 without skorch imports torch or wrapt: {heavy}")
+    write_results("startup", "\n".join(lines), args.out)
 
 
 if __name__ == "__main__":

@@ -100,11 +100,7 @@ def refused(seen: Globals, policy: Policy) -> dict[str, str]:
     reasons: dict[str, tuple[str, list[str]]] = {}
     for level, names in seen.items():
         for module, name in sorted(names):
-            why = (
-                None
-                if python3_name(module, name) == TENSOR_STREAM
-                else policy.refusal(module, name)
-            )
+            why = None if (module, name) == TENSOR_STREAM else policy.refusal(module, name)
             if why is not None:
                 reasons.setdefault(f"{module}.{name}", (why, []))[1].append(level)
     return {name: f"{why} (in the {', '.join(levels)})" for name, (why, levels) in reasons.items()}
