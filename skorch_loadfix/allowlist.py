@@ -104,8 +104,8 @@ class Policy:
         if any(part.startswith("__") and part.endswith("__") for part in full.split(".")):
             return "blocked: it reaches a dunder (a __main__ module, an object's internals)"
         obj = self._lookup(module, name)
-        if obj is None:
-            return "not found" if self.blocklist_only else "not allowed"
+        if obj is None:  # with the blocklist only, resolve() raises what pickle would
+            return None if self.blocklist_only else "not allowed"
         if isinstance(obj, types.ModuleType):
             return "blocked: it is a module"
         if blocked(canonical_name(obj)):
@@ -116,18 +116,21 @@ class Policy:
 
     def resolve(self, module: str, name: str) -> Any:
         """The object ``module.name`` names; only after ``refusal`` returned None."""
-        return self._lookup(*python3_name(module, name))
+        return self._lookup(*python3_name(module, name), raising=self.blocklist_only)
 
-    def _lookup(self, module: str, name: str) -> Any:
+    def _lookup(self, module: str, name: str, *, raising: bool = False) -> Any:
+        """The object, importing only trusted packages and allowed names; else None."""
         trusted = module.split(".")[0] in _TRUSTED_PACKAGES or self.blocklist_only
         if trusted or f"{module}.{name}" in self.allow:
             try:
                 importlib.import_module(module)
             except (ImportError, ValueError, TypeError):  # no such module, or not a name
+                if raising:
+                    raise
                 return None
         obj: Any = sys.modules.get(module)
         for part in name.split(".") if obj is not None else ():
-            obj = getattr(obj, part, None)
+            obj = getattr(obj, part) if raising else getattr(obj, part, None)
         return obj
 
     def _allows(self, full: str, obj: Any) -> bool:

@@ -338,3 +338,16 @@ def test_text_file_is_a_clear_error(tmp_path):
     path.write_bytes(b"")
     with open(path) as text, pytest.raises(TypeError, match=r"binary mode \('rb'\)"):
         skorch_loadfix.load(text)
+
+
+def test_strict_blocklist_alone_reports_a_missing_global_as_pickle_would(net):
+    data = placed(b"cno_such_module\nthing\n.", BLOB_LEVEL, net)
+    skorch_loadfix.apply(strict=True)
+    try:
+        with (
+            pytest.raises(ModuleNotFoundError, match="no_such_module"),
+            skorch_loadfix.torch_load_kwargs(weights_only=False),
+        ):
+            pickle.loads(data)
+    finally:
+        skorch_loadfix.revert()
