@@ -76,6 +76,7 @@ def python3_name(module: str, name: str) -> tuple[str, str]:
 
 
 def blocked(full_name: str) -> bool:
+    """On the hard blocklist: a blocked name, or anything in a blocked module."""
     parts = full_name.split(".")
     prefixes = {".".join(parts[:i]) for i in range(1, len(parts))}
     return full_name in BLOCKED_NAMES or not prefixes.isdisjoint(BLOCKED_MODULES)
@@ -149,7 +150,7 @@ class Policy:
         )
 
 
-def policy(allow: Iterable[object] = (), *, imported_components: bool = False) -> Policy:
+def policy(allow: Iterable[object] = ()) -> Policy:
     """A ``Policy`` allowing ``allow``: classes, functions or ``"module.qualname"`` strings."""
     if isinstance(allow, (str, bytes)) or not isinstance(allow, Iterable):
         raise TypeError(
@@ -170,7 +171,7 @@ def policy(allow: Iterable[object] = (), *, imported_components: bool = False) -
         if blocked(name):
             raise ValueError(f"allow: {name} is on the hard blocklist and cannot be allowed")
         names.add(name)
-    return Policy(frozenset(names), imported_components=imported_components)
+    return Policy(frozenset(names))
 
 
 def canonical_name(obj: Any) -> str:

@@ -246,11 +246,10 @@ class _Stream:
         return torch.storage._load_from_bytes, (self.data,)
 
 
-def placed(payload: bytes, level: str, net, **state_items) -> bytes:
-    """A file with ``payload`` at ``level``; the rest is ``net`` as skorch pickles it."""
+def placed(payload: bytes, level: str, net, state: dict) -> bytes:
+    """A file with ``payload`` at ``level``; the rest is ``net`` with ``state`` (from its
+    ``__getstate__``), as skorch pickles it."""
     if level == OUTER:
         return payload
-    state = {**net.__getstate__(), **state_items}
     inner = payload if level == BLOB_LEVEL else pickle.dumps({"module_": _Stream(payload)})
-    state[BLOB] = inner
-    return dumps_state(net, state)
+    return dumps_state(net, {**state, BLOB: inner})
