@@ -134,13 +134,16 @@ def _install_skorch(version: str) -> Path:
 
 
 def commit() -> str:
-    """This checkout's commit, and whether it has uncommitted changes."""
-    git = ["git", "-C", str(HERE)]
-    found = subprocess.run([*git, "rev-parse", "--short", "HEAD"], capture_output=True, text=True)
+    """This checkout's commit, and whether its code has uncommitted changes."""
+
+    def git(*args: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(["git", *args], capture_output=True, text=True, cwd=HERE.parent)
+
+    found = git("rev-parse", "--short", "HEAD")
     if found.returncode != 0:
         return "not a git checkout"
-    dirty = subprocess.run([*git, "status", "--porcelain"], capture_output=True, text=True)
-    return found.stdout.strip() + (" with uncommitted changes" if dirty.stdout.strip() else "")
+    dirty = git("status", "--porcelain", "--", ".", ":!benchmarks/results").stdout.strip()
+    return found.stdout.strip() + (" with uncommitted changes" if dirty else "")
 
 
 def header(skorch_versions: Iterable[str] = ()) -> str:
