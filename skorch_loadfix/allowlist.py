@@ -136,7 +136,8 @@ class Policy:
 
     def _allows(self, full: str, obj: Any) -> bool:
         names = {full, canonical_name(obj)}
-        if not names.isdisjoint(self.allow | _FUNCTIONS | _TYPES | _torch_weights_only()):
+        listed = (self.allow, _FUNCTIONS, _TYPES, _torch_weights_only())
+        if any(not names.isdisjoint(known) for known in listed):
             return True
         if any(obj is safe for safe in _user_safe_globals()):
             return True

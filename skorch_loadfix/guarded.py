@@ -24,7 +24,6 @@ class GuardedUnpickler(Unpickler):
 
     def __init__(self, file: IO[bytes], trusted: Policy, where: str) -> None:
         super().__init__(file)
-        self._policy, self._where = trusted, where
         self._reader = Reader(None, {"weights_only": True}, where, trusted)
 
     def find_class(self, module: str, name: str) -> Any:
@@ -37,12 +36,11 @@ class GuardedUnpickler(Unpickler):
         owner = next(cls for cls in type(net).__mro__ if "__setstate__" in vars(cls))
         if owner is not NeuralNet:
             raise pickle.UnpicklingError(
-                f"{self._where}: {owner.__qualname__} overrides __setstate__, which load() "
+                f"{self._reader.where}: {owner.__qualname__} overrides __setstate__, which load() "
                 "cannot guard; load the file with pickle.load after "
                 "skorch_loadfix.apply(strict=True) if you trust its outer pickle"
             )
-        state = self.stack.pop()
-        weights_only = {"weights_only": True}
-        restore(skorch.net, net, state, weights_only, self._where, self._policy)
+        reader, state = self._reader, self.stack.pop()
+        restore(skorch.net, net, state, {"weights_only": True}, reader.where, reader.policy)
 
     dispatch[pickle.BUILD[0]] = _build

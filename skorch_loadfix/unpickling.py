@@ -112,8 +112,9 @@ class MemoryFile(io.RawIOBase):
         return self.read()
 
     def readinto(self, buffer: Any) -> int:
-        chunk = self.view(min(len(memoryview(buffer).cast("B")), self._remaining()))
-        memoryview(buffer).cast("B")[: len(chunk)] = chunk
+        target = memoryview(buffer).cast("B")
+        chunk = self.view(min(len(target), self._remaining()))
+        target[: len(chunk)] = chunk
         return len(chunk)
 
     def view(self, size: int) -> memoryview:
