@@ -9,10 +9,10 @@ from pathlib import Path
 
 import nox
 
-nox.options.sessions = ["lint", "tests", "activation", "skorch_suite", "build"]
+nox.options.sessions = ["lint", "tests", "build"]
 nox.options.reuse_existing_virtualenvs = True
 
-# test_activation.py builds venvs and worker pools: the activation session runs it once.
+# test_activation.py builds venvs and worker pools: it runs once, on the newest torch.
 # worksteal: a few tests start fresh interpreters and take seconds, the rest milliseconds.
 MATRIX_ARGS = ["-n", "2", "--dist", "worksteal", "--ignore=tests/test_activation.py"]
 SKORCH = ["0.12.1", "0.14.0", "1.0.0", "1.1.0", "1.2.0", "1.3.1", "1.4.0"]
@@ -46,7 +46,9 @@ def pins(skorch: str) -> list[str]:
 
 def install_matrix(session: nox.Session, torch: str) -> dict[str, str]:
     """Install torch, this package and every skorch release; return each release's folder."""
-    session.install(f"torch=={torch}", *TEST_DEPS, ".")
+    # Not cached: a torch with CUDA wheels would take its size again in pip's cache.
+    session.install("--no-cache-dir", f"torch=={torch}")
+    session.install(*TEST_DEPS, ".")
     root = Path(session.virtualenv.location) / "skorch-releases"
     folders = {}
     for skorch in SKORCH:
@@ -62,6 +64,12 @@ def install_matrix(session: nox.Session, torch: str) -> dict[str, str]:
 @nox.session
 @nox.parametrize("torch", TORCH)
 def tests(session: nox.Session, torch: str) -> None:
+    """The matrix on one torch; the newest also runs wrapt 1.x, activation and skorch's suite.
+
+    Those share the newest torch's venv rather than each building one: a CI machine's disk
+    is not always roomy, and the torch 2.5 venv alone takes 5.4 GB. Positional arguments go
+    to the matrix's pytest runs only.
+    """
     folders = install_matrix(session, torch)
     corpus = Path(session.create_tmp()) / "corpus"
     for folder in folders.values():
@@ -72,38 +80,36 @@ def tests(session: nox.Session, torch: str) -> None:
         session.run("pytest", *MATRIX_ARGS, *session.posargs, env=env)
         if skorch in DEMO:
             session.run("python", "-m", "skorch_loadfix", "demo", env=env)
-    if torch == TORCH[-1]:  # wrapt 1.x, on the release that needs the most patches
-        session.install("wrapt~=1.17.0")
-        session.log(f"skorch 1.0.0, torch {torch}, wrapt 1.17")
-        env = {"PYTHONPATH": folders["1.0.0"], "SKORCH_LOADFIX_CORPUS": str(corpus)}
-        session.run("pytest", *MATRIX_ARGS, env=env)
-        session.install("wrapt>=2")
+    if torch != TORCH[-1]:
+        return
+    session.install("wrapt~=1.17.0")  # on the release that needs the most patches
+    session.log(f"skorch 1.0.0, torch {torch}, wrapt 1.17")
+    env = {"PYTHONPATH": folders["1.0.0"], "SKORCH_LOADFIX_CORPUS": str(corpus)}
+    session.run("pytest", *MATRIX_ARGS, *session.posargs, env=env)
+    session.install("wrapt>=2")
+    activation(session, folders)
+    skorch_suite(session, folders)
 
 
-@nox.session
-def activation(session: nox.Session) -> None:
+def activation(session: nox.Session, folders: dict[str, str]) -> None:
     """The .pth, SKORCH_LOADFIX=1 in fresh venvs and worker pools, and the pytest plugin."""
-    folders = install_matrix(session, TORCH[-1])
     session.install("joblib")
+    session.log(f"activation, skorch 1.1.0, torch {TORCH[-1]}")
     env = {"PYTHONPATH": folders["1.1.0"]}  # cross_validate fails there unpatched
-    session.run("pytest", "-n", "2", "tests/test_activation.py", *session.posargs, env=env)
+    session.run("pytest", "-n", "2", "tests/test_activation.py", env=env)
 
 
-@nox.session
-def skorch_suite(session: nox.Session) -> None:
+def skorch_suite(session: nox.Session, folders: dict[str, str]) -> None:
     """skorch's own test_net.py, shipped in its wheel, with the patch applied."""
-    folders = install_matrix(session, TORCH[-1])
     session.install(*SUITE_DEPS)
     deselect = f"not ({' or '.join(SUITE_DESELECT)})"
+    options = ["-q", "-n", "2", "--skorch-loadfix", "-p", "no:cacheprovider"]
+    options += ["-W", "ignore::DeprecationWarning", "-k", deselect]
     for skorch in SUITE:
-        session.log(f"skorch {skorch}'s own test_net.py, patched")
-        session.chdir(folders[skorch])
-        options = ["-q", "-n", "2", "--skorch-loadfix", "-p", "no:cacheprovider"]
-        options += ["-W", "ignore::DeprecationWarning", "-k", deselect]
-        session.run(
-            "pytest", *options, "skorch/tests/test_net.py", *session.posargs,
-            env={"PYTHONPATH": folders[skorch]},
-        )  # fmt: skip
+        session.log(f"skorch {skorch}'s own test_net.py, patched, torch {TORCH[-1]}")
+        with session.chdir(folders[skorch]):
+            env = {"PYTHONPATH": folders[skorch]}
+            session.run("pytest", *options, "skorch/tests/test_net.py", env=env)
 
 
 @nox.session
