@@ -1,7 +1,7 @@
 """Auto-activation through skorch_loadfix.pth and SKORCH_LOADFIX=1, and the pytest plugin.
 
-Run by the nox session ``activation``: these build venvs and start worker pools, so
-they run once, not on every cell of the matrix.
+These build venvs and start worker pools, so nox runs them once, on the newest torch,
+not on every cell of the matrix.
 """
 
 import subprocess
