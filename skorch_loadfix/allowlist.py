@@ -109,8 +109,9 @@ class Policy:
             return None if self.blocklist_only else "not allowed"
         if isinstance(obj, types.ModuleType):
             return "blocked: it is a module"
-        if blocked(canonical_name(obj)):
-            return f"blocked: it is {canonical_name(obj)}"
+        canonical = canonical_name(obj)
+        if blocked(canonical):
+            return f"blocked: it is {canonical}"
         if self.blocklist_only or self._allows(full, obj):
             return None
         return "not allowed"

@@ -103,13 +103,14 @@ class MemoryFile(io.RawIOBase):
         return bytes(self.view(remaining if size is None or size < 0 else min(size, remaining)))
 
     def readline(self, size: int | None = -1) -> bytes:
-        start = end = self._position
-        while end < len(self._data):  # in chunks: a memoryview has no find()
-            found = bytes(self._data[end : end + 4096]).find(b"\n")
+        start, stop = self._position, len(self._data)
+        if size is not None and size >= 0:
+            stop = min(stop, start + size)
+        for chunk in range(start, stop, 4096):  # in chunks: a memoryview has no find()
+            found = bytes(self._data[chunk : min(chunk + 4096, stop)]).find(b"\n")
             if found >= 0:
-                return self.read(end + found + 1 - start)
-            end += 4096
-        return self.read()
+                return self.read(chunk + found + 1 - start)
+        return self.read(max(0, stop - start))
 
     def readinto(self, buffer: Any) -> int:
         target = memoryview(buffer).cast("B")

@@ -1,6 +1,7 @@
 """Pickled nets load, on the installed skorch, with the patch: the real thing, no mocks."""
 
 import copy
+import io
 import os
 import pickle
 import warnings
@@ -25,6 +26,7 @@ from skorch.exceptions import DeviceWarning
 import skorch_loadfix
 from skorch_loadfix.blob import Reader
 from skorch_loadfix.formats import WRITERS, dumps
+from skorch_loadfix.unpickling import MemoryFile
 
 KWARGS = [None, {"weights_only": True}, {"weights_only": False}]
 
@@ -177,3 +179,17 @@ def test_tensor_streams_are_read_from_the_blob_in_place(patched, monkeypatch):
     assert type(loaded.module_.raw) is bytes and loaded.module_.raw == net.module_.raw
     np.testing.assert_array_equal(loaded.predict_proba(X), net.predict_proba(X))
     loaded.partial_fit(X, y)
+
+
+@pytest.mark.parametrize("size", [None, -1, 0, 1, 3, 4097, 10_000])
+def test_memory_file_reads_as_bytes_io_does(size):
+    """torch and pickle read the blob through MemoryFile: it must answer as a file does."""
+    data = b"GLOBAL\nname\n" + b"x" * 5000 + b"\nlast line, no newline"
+    memory, reference = MemoryFile(data), io.BytesIO(data)
+    for _ in range(5):
+        assert memory.readline(size) == reference.readline(size)
+        assert memory.tell() == reference.tell()
+    assert memory.seek(-4, io.SEEK_END) == reference.seek(-4, io.SEEK_END)
+    into, expected = bytearray(8), bytearray(8)
+    assert memory.readinto(into) == reference.readinto(expected) and into == expected
+    assert memory.read() == reference.read() == b""
