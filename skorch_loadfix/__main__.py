@@ -45,9 +45,7 @@ def inspect_command(path: Path, *, as_json: bool) -> int:
         report = inspect_file(path.read_bytes())
     except Exception as exc:  # a report on untrusted bytes: one line, never a traceback
         message = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
-        print(
-            f"skorch-loadfix inspect: {path} is not a readable pickle: {message}", file=sys.stderr
-        )
+        print(f"skorch-loadfix inspect: {path}: {message}", file=sys.stderr)
         return 2
     if as_json:
         fields = {**dataclasses.asdict(report), "verdict": report.verdict}

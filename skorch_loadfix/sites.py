@@ -18,11 +18,11 @@ from typing import Any
 import torch
 from packaging.version import Version
 
-from .allowlist import Policy
-from .blob import restore
 from .formats import BLOB
-from .inspection import blob_globals, refuse_untrusted
 from .load_kwargs import checked, effective, is_strict
+from .safe.policy import policy as make_policy
+from .safe.readers import restore
+from .safe.verifier import audit_blob, refuse_untrusted
 from .status import CallSite
 
 NEWEST_TESTED_SKORCH = Version("1.4.0")
@@ -119,12 +119,14 @@ def _setstate(net_module: types.ModuleType, fallback: Fallback) -> Wrapper:
         strict = is_strict()  # then the file's own kwargs can't loosen anything
         file_kwargs = None if strict else state.get("torch_load_kwargs")
         load_kwargs = effective(file_kwargs, where, fallback, in_memory=True)
-        weights_only = load_kwargs["weights_only"]
-        policy = Policy(imported_components=True) if weights_only else Policy(blocklist_only=True)
+        # weights_only=False without strict is the caller's trust: upstream's reading.
+        guarded = bool(load_kwargs["weights_only"]) or strict
+        policy = make_policy(imported_components=True) if guarded else None
         if strict:
-            refuse_untrusted(blob_globals(state[BLOB]), policy, where)
-        guarded = weights_only or strict  # else the caller trusts the file: upstream's reading
-        restore(net_module, net, state, load_kwargs, where, policy if guarded else None)
+            refuse_untrusted(
+                audit_blob(state[BLOB], make_policy(imported_components=True), where), where
+            )
+        restore(net_module, net, state, load_kwargs, where, policy, torch_streams=not strict)
 
     return setstate
 

@@ -3,12 +3,11 @@
 ``pickle.load`` resolves every global the outer pickle names before skorch sees
 anything, so no patch to skorch can restrict it. ``load()`` reads the whole file
 itself: a static audit of every level first, refusing before anything is
-constructed, then an unpickler whose every global goes through the same policy.
+constructed, then the restricted unpickler, whose rules the audit applies too.
 """
 
 from __future__ import annotations
 
-import io
 import os
 from collections.abc import Iterable
 from typing import IO, Any
@@ -21,34 +20,39 @@ File = str | os.PathLike[str] | IO[bytes]
 def load(file: File, *, allow: Iterable[object] = ()) -> Any:
     """Unpickle a skorch net, or anything holding one, that may be malicious.
 
-    Every global at every level (the outer pickle, the net's blob in any of its
-    formats, each tensor stream) must be on the allowlist or in ``allow``: classes,
-    functions or ``"module.qualname"`` strings you trust. The file's own
-    ``torch_load_kwargs`` are ignored. Raises ``UntrustedPickleError`` naming every
-    refused global before anything is constructed.
+    Every level (the outer pickle, the net's blob in any of its formats, each tensor
+    stream) is read by the restricted unpickler: only names on the allowlist or in
+    ``allow`` (classes, functions or ``"module.qualname"`` strings you trust), called and
+    built only as the policy says. The file's own ``torch_load_kwargs`` are ignored.
+    A static audit runs first, so that a refused file raises ``UntrustedPickleError``,
+    naming what it refuses, before anything is constructed.
     """
-    from .allowlist import policy
-    from .guarded import GuardedUnpickler
-    from .inspection import read_file, refuse_untrusted, unreadable
+    from .safe.hook import guarding
+    from .safe.memoryfile import MemoryFile
+    from .safe.policy import policy
+    from .safe.readers import Reader
+    from .safe.verifier import OUTER, audit, refuse_untrusted, unreadable
 
     where = "skorch_loadfix.load()"
     trusted = policy(allow)
     data = _read(file, where)
-    refuse_untrusted(read_file(data)[1], trusted, where)
-    with unreadable():  # allowed globals, but not a net's state, say
-        return GuardedUnpickler(io.BytesIO(data), trusted, where).load()
+    with guarding(where):
+        refuse_untrusted(audit(data, trusted, where), where)
+        with unreadable():  # allowed globals, but not a net's state, say
+            return Reader(None, {}, where, trusted).unpickler(MemoryFile(data), OUTER).load()
 
 
 def untrusted_globals(file: File, *, allow: Iterable[object] = ()) -> dict[str, str]:
-    """Each global ``load(file, allow=allow)`` would refuse, with why and where.
+    """What ``load(file, allow=allow)`` would refuse, with why and where.
 
-    Reads the file without importing or running anything it names.
+    Mostly globals; a broken rule is named by its opcode and object. Reads the file
+    without importing or running anything it names.
     """
-    from .allowlist import policy
-    from .inspection import read_file, refused
+    from .safe.policy import policy
+    from .safe.verifier import audit
 
-    trusted = policy(allow)
-    return refused(read_file(_read(file, "skorch_loadfix.untrusted_globals()"))[1], trusted)
+    where = "skorch_loadfix.untrusted_globals()"
+    return audit(_read(file, where), policy(allow), where).refused
 
 
 def _read(file: File, where: str) -> bytes:

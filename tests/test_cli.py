@@ -97,5 +97,6 @@ def test_inspect_garbage_is_one_line_and_exit_2(capsys, tmp_path, own_pickles, c
     path.write_bytes(content)
     status, out, err = run(capsys, "inspect", path)
     assert (status, out) == (2, "")
-    assert err.startswith(f"skorch-loadfix inspect: {path} is not a readable pickle")
+    assert err.startswith(f"skorch-loadfix inspect: {path}: not a readable pickle (")
+    assert err.count("not a readable pickle") == 1  # said once, not twice
     assert err.count("\n") == 1

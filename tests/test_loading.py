@@ -24,9 +24,9 @@ from models import (
 from skorch.exceptions import DeviceWarning
 
 import skorch_loadfix
-from skorch_loadfix.blob import Reader
 from skorch_loadfix.formats import WRITERS, dumps
-from skorch_loadfix.unpickling import MemoryFile
+from skorch_loadfix.safe.memoryfile import MemoryFile
+from skorch_loadfix.safe.readers import Reader
 
 KWARGS = [None, {"weights_only": True}, {"weights_only": False}]
 
@@ -168,10 +168,10 @@ def test_tensor_streams_are_read_from_the_blob_in_place(patched, monkeypatch):
     """Each large nested tensor stream reaches torch as a view of the blob, not a copy of it."""
     net = fit(ModelWithBytes)
     received = []
-    stream = Reader._stream
+    stream = Reader.stream
     monkeypatch.setattr(
-        skorch_loadfix.blob.Reader,
-        "_stream",
+        Reader,
+        "stream",
         lambda self, data: received.append(data) or stream(self, data),
     )
     loaded = pickle.loads(dumps(net, "pickle"))

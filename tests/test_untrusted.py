@@ -35,9 +35,10 @@ from skorch import NeuralNetClassifier, NeuralNetRegressor
 from skorch.callbacks import Checkpoint, EarlyStopping, EpochScoring, LRScheduler
 
 import skorch_loadfix
-from skorch_loadfix import UntrustedPickleError, inspection, sites
+from skorch_loadfix import UntrustedPickleError, sites
 from skorch_loadfix.demo_model import Block, Model
 from skorch_loadfix.formats import WRITERS, dumps, dumps_state
+from skorch_loadfix.safe import verifier
 
 LEVELS = (OUTER, BLOB_LEVEL, TENSORS)
 LINES = ["audit and guard", "guard alone"]
@@ -126,7 +127,7 @@ def not_refused(found: dict[str, str]) -> dict[str, str]:
 def line(request, monkeypatch):
     """Both lines of defence, then the unpickler's guard with the audit switched off."""
     if request.param == "guard alone":
-        monkeypatch.setattr(inspection, "refuse_untrusted", lambda *args: None)
+        monkeypatch.setattr(verifier, "refuse_untrusted", lambda *args: None)
         monkeypatch.setattr(sites, "refuse_untrusted", lambda *args: None)
     return request.param
 
@@ -221,6 +222,7 @@ def test_untrusted_globals_lists_without_running(marker, net):
         "builtins.getattr",
         "builtins.__import__",
         "skorch_loadfix.demo_model.Model",
+        "a stream in the tensor streams",  # the payload is a pickle, not a torch.save stream
     }
     assert "in the tensor streams" in found["builtins.getattr"]
     assert not marker.exists()
@@ -395,9 +397,19 @@ def test_text_file_is_a_clear_error(tmp_path):
         skorch_loadfix.load(text)
 
 
-def test_strict_blocklist_alone_reports_a_missing_global_as_pickle_would(net):
+def test_strict_restricts_even_under_weights_only_false(net):
+    """strict audits and restricts the blob whatever weights_only says: the file can't opt out."""
     data = placed(b"cno_such_module\nthing\n.", BLOB_LEVEL, net, net.__getstate__())
     skorch_loadfix.apply(strict=True)
+    try:
+        with (
+            pytest.raises(UntrustedPickleError, match="no_such_module.thing: not allowed"),
+            skorch_loadfix.torch_load_kwargs(weights_only=False),
+        ):
+            pickle.loads(data)
+    finally:
+        skorch_loadfix.revert()
+    skorch_loadfix.apply()  # the control: without strict, weights_only=False is trust
     try:
         with (
             pytest.raises(ModuleNotFoundError, match="no_such_module"),

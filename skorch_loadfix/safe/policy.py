@@ -1,0 +1,576 @@
+"""What a pickle may name, and what each named object may do while it loads.
+
+Every entry is a written ``module.qualname`` of one of three kinds:
+
+- a *class*: it may be named, created with ``cls.__new__(cls)`` (NEWOBJ, no arguments) and built
+  into with a dict of plain attribute names; only the classes below that say how may also be
+  called with arguments, or take another state;
+- a *function*: it may be called, with arguments its own check accepts; what it returns is
+  known (``returns``), and where it could be made to call or change something it is replaced
+  by a vetted substitute (``substitute``);
+- a *constant*: it may be named and stored, never called or built into during the load.
+
+Names come from ``published.txt`` (generated from public lists, see ``published.py``) and from
+the tables here. Nothing is allowed by module or by base class, except ``imported_components``
+(see ``Policy``). Resolution walks ``vars()`` and never triggers a module ``__getattr__``; the
+object found must carry exactly the written name. The hard blocklist stays as an extra check.
+"""
+
+from __future__ import annotations
+
+import _compat_pickle
+import functools
+import importlib
+import sys
+import types
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal, Protocol
+
+from .hook import resolving
+
+Kind = Literal["class", "function", "constant"]
+STORAGE = "torch.storage"  # what torch's persistent_load and a tensor stream create
+TENSOR = "torch.Tensor"
+PARAMETER = "torch.nn.parameter.Parameter"
+
+
+class Facts(Protocol):
+    """What an argument check may ask the unpickler about an object on its stack."""
+
+    def created(self, obj: Any) -> str | None:
+        """The class an earlier call of this load created ``obj`` as, if one did."""
+
+    def named(self, obj: Any) -> Entry | None:
+        """The entry ``obj`` was resolved as, if find_class returned it."""
+
+    def empty(self, obj: Any) -> bool:
+        """Whether ``obj`` is a dict-like made in this load that holds nothing."""
+
+
+ArgCheck = Callable[[Facts, tuple[Any, ...]], str | None]  # why the call is refused, or None
+
+
+@dataclass(frozen=True)
+class Entry:
+    name: str
+    kind: Kind
+    args: ArgCheck | None = None  # a class: may also be called with these; a function: required
+    state: ArgCheck | None = None  # a class whose __setstate__ takes more than an attribute dict
+    slotstate: bool = False
+    container: Literal["dict", "list", "set"] | None = None
+    returns: str | None = None  # a function: the class of what it creates, which may be built
+    substitute: str | None = None  # what the unpickler calls instead: "latin1", "stream", "scalar"
+    hooks_at: int | None = None  # the backward-hooks argument, replaced by a fresh empty dict
+    subtypes: bool = False  # a call may return an instance of a subclass (numpy dtypes)
+
+
+# -- argument checks: each says why it refuses, or None ------------------------------------
+
+
+def _plain(obj: Any) -> bool:
+    """Data that can neither be called nor run anything: literals and containers of them."""
+    if obj is None or isinstance(obj, (str, bytes, int, float, complex)):
+        return type(obj) in (type(None), str, bytes, int, float, complex, bool)
+    if type(obj) in (tuple, list):
+        return all(map(_plain, obj))
+    if type(obj) is dict:
+        return all(_plain(k) and _plain(v) for k, v in obj.items())
+    return False
+
+
+def _ints(obj: Any) -> bool:
+    return type(obj) in (tuple, list) and all(type(i) is int for i in obj)
+
+
+def _shape(*types_: tuple[type, ...] | Callable[[Any], bool]) -> ArgCheck:
+    """Exactly these positional arguments: types, or a predicate."""
+
+    def check(facts: Facts, args: tuple[Any, ...]) -> str | None:
+        if len(args) != len(types_):
+            return f"takes {len(types_)} arguments here, not {len(args)}"
+        for i, (want, arg) in enumerate(zip(types_, args, strict=True)):
+            ok = type(arg) in want if isinstance(want, tuple) else want(arg)
+            if not ok:
+                return f"argument {i} ({type(arg).__name__}) is not what it takes"
+        return None
+
+    return check
+
+
+def _either(*checks: ArgCheck) -> ArgCheck:
+    def check(facts: Facts, args: tuple[Any, ...]) -> str | None:
+        reasons = [check(facts, args) for check in checks]
+        return None if None in reasons else reasons[-1]
+
+    return check
+
+
+def _plain_args(facts: Facts, args: tuple[Any, ...]) -> str | None:
+    return None if all(map(_plain, args)) else "its arguments must be plain data"
+
+
+def _one_literal_container(facts: Facts, args: tuple[Any, ...]) -> str | None:
+    if len(args) == 0 or (len(args) == 1 and type(args[0]) in (list, tuple, dict)):
+        return None
+    return "takes nothing or one list, tuple or dict made in this load"
+
+
+def _tensor(facts: Facts, args: tuple[Any, ...]) -> str | None:
+    # (storage, offset, size, stride, requires_grad, backward_hooks[, metadata])
+    if len(args) not in (6, 7):
+        return f"takes 6 or 7 arguments, not {len(args)}"
+    storage, offset, size, stride, grad, hooks, *metadata = args
+    if facts.created(storage) != STORAGE:  # torch 1.0 passed hooks None; either is replaced
+        return "its storage must come from torch's storage protocol in this load"
+    if type(offset) is not int or not _ints(size) or not _ints(stride) or type(grad) is not bool:
+        return "offset, size, stride and requires_grad must be ints and a bool"
+    if hooks is not None and not facts.empty(hooks):
+        return "backward hooks run later: only an empty dict is allowed"
+    if metadata and not _plain(metadata[0]):
+        return "its metadata must be plain data"
+    return None
+
+
+def _parameter(facts: Facts, args: tuple[Any, ...]) -> str | None:
+    if len(args) != 3 or facts.created(args[0]) != TENSOR or type(args[1]) is not bool:
+        return "takes a tensor made in this load, a bool and empty hooks"
+    return None if facts.empty(args[2]) else "backward hooks run later: only an empty dict"
+
+
+def _parameter_class(facts: Facts, args: tuple[Any, ...]) -> str | None:
+    # torch < 1.1 pickled a parameter as Parameter(tensor, requires_grad).
+    if len(args) in (1, 2) and facts.created(args[0]) == TENSOR and type(args[-1]) is bool:
+        return None
+    return "takes a tensor made in this load and a bool"
+
+
+def _never(facts: Facts, state: Any) -> str | None:
+    return "it is never built into"
+
+
+def _reconstruct(facts: Facts, args: tuple[Any, ...]) -> str | None:
+    entry = facts.named(args[0]) if args else None
+    if len(args) != 3 or entry is None or entry.name != "numpy.ndarray":
+        return "creates numpy.ndarray only"
+    return None if _ints(args[1]) and type(args[2]) is bytes else "takes a shape and bytes"
+
+
+def _scalar(facts: Facts, args: tuple[Any, ...]) -> str | None:
+    if len(args) == 2 and facts.created(args[0]) == "numpy.dtype" and type(args[1]) is bytes:
+        return None
+    return "takes a dtype made in this load and bytes"
+
+
+def _stream(facts: Facts, args: tuple[Any, ...]) -> str | None:
+    if len(args) == 1 and type(args[0]) in (bytes, memoryview):
+        return None
+    return "a tensor stream must be bytes written in the file, not built by a call"
+
+
+def _dtype(facts: Facts, args: tuple[Any, ...]) -> str | None:
+    # copy=True: a new dtype, so BUILD cannot change numpy's shared ones.
+    # Old numpy wrote the flags as ints: ('f8', 0, 1).
+    if len(args) == 3 and type(args[0]) is str and args[1] in (False, True) and args[2] == 1:
+        return None
+    return "takes (name, align, copy=True) as numpy pickles it"
+
+
+_FACTORIES = {"builtins.dict", "builtins.list", "builtins.set", "builtins.int", "builtins.float"}
+_FACTORIES |= {"collections.OrderedDict"}
+
+
+def _defaultdict(facts: Facts, args: tuple[Any, ...]) -> str | None:
+    if not args or args == (None,):
+        return None
+    entry = facts.named(args[0])
+    if len(args) == 1 and entry is not None and entry.name in _FACTORIES:
+        return None
+    return f"its default factory is called later: one of {sorted(_FACTORIES)}"
+
+
+def _storable(entry: Entry | None) -> bool:
+    """What a partial may hold and call later: a class or a constant, never a loader function."""
+    return entry is not None and entry.kind in ("class", "constant")
+
+
+def _partial(facts: Facts, args: tuple[Any, ...]) -> str | None:
+    if len(args) == 1 and _storable(facts.named(args[0])):
+        return None
+    return "wraps a class or a constant the policy names"
+
+
+def _partial_state(facts: Facts, state: tuple[Any, ...]) -> str | None:
+    if type(state) is not tuple or len(state) != 4:
+        return "takes (func, args, kwds, dict)"
+    func, args, kwds, attributes = state
+    if not _storable(facts.named(func)):
+        return "wraps a class or a constant the policy names"
+    if type(args) is not tuple or type(kwds) not in (dict, type(None)):
+        return "takes a tuple of arguments and a dict of keywords"
+    return None if attributes is None or _attribute_dict(attributes) else "bad attribute dict"
+
+
+def _dtype_state(facts: Facts, state: tuple[Any, ...]) -> str | None:
+    return None if type(state) is tuple and _plain(state) else "takes a tuple of plain data"
+
+
+def _ndarray_state(facts: Facts, state: tuple[Any, ...]) -> str | None:
+    if type(state) is not tuple or len(state) != 5:
+        return "takes (version, shape, dtype, fortran, data)"
+    version, shape, dtype, fortran, data = state
+    if type(version) is not int or not _ints(shape) or type(fortran) is not bool:
+        return "version, shape and order must be an int, ints and a bool"
+    if facts.created(dtype) != "numpy.dtype":
+        return "its dtype must be made in this load"
+    return None if type(data) in (bytes, list) else "its data must be bytes or a list"
+
+
+_RESPONSES = {"predict", "predict_proba", "decision_function", "predict_log_proba"}
+
+
+def _scorer_state(facts: Facts, state: Any) -> str | None:
+    """A scorer calls the method ``_response_method`` names on the net, later: vet the name."""
+    method = state.get("_response_method") if type(state) is dict else None
+    names = method if type(method) is tuple else (method,)
+    if method is not None and not set(names) <= _RESPONSES:
+        return f"_response_method must be among {sorted(_RESPONSES)}"
+    func = state.get("_score_func") if type(state) is dict else None
+    return None if func is None or _storable(facts.named(func)) else "_score_func not allowed"
+
+
+def _attribute_dict(state: Any) -> bool:
+    return type(state) is dict and all(type(k) is str and not _dunder(k) for k in state)
+
+
+def _dunder(name: str) -> bool:
+    return name.startswith("__") and name.endswith("__")
+
+
+# -- the tables ---------------------------------------------------------------------------
+
+
+def _words(text: str) -> list[str]:
+    return text.split()
+
+
+def _entries(kind: Kind, names: str, **how: Any) -> list[Entry]:
+    return [Entry(name, kind, **how) for name in names.split()]
+
+
+_HAND: list[Entry] = [
+    *_entries(
+        "function", "torch._utils._rebuild_tensor_v2", args=_tensor, returns=TENSOR, hooks_at=5
+    ),
+    *_entries(
+        "function",
+        "torch._utils._rebuild_parameter",
+        args=_parameter,
+        returns=PARAMETER,
+        hooks_at=2,
+    ),
+    *_entries("class", PARAMETER, args=_parameter_class, state=_never),
+    *_entries(
+        "function",
+        "numpy._core.multiarray._reconstruct numpy.core.multiarray._reconstruct",
+        args=_reconstruct,
+        returns="numpy.ndarray",
+    ),
+    *_entries(
+        "function",
+        "numpy._core.multiarray.scalar numpy.core.multiarray.scalar",
+        args=_scalar,
+        substitute="scalar",
+    ),
+    # Protocol 2 spells bytes as encode(str, 'latin1'): a substitute that does only that.
+    *_entries(
+        "function",
+        "_codecs.encode",
+        args=_shape((str,), lambda e: e in ("latin1", "latin-1")),
+        substitute="latin1",
+    ),
+    # skorch >= 1.2 pickles each tensor as a nested torch.save stream: read by the reader.
+    *_entries(
+        "function",
+        "torch.storage._load_from_bytes",
+        args=_stream,
+        substitute="stream",
+        returns=STORAGE,
+    ),
+    *_entries("class", "builtins.set builtins.frozenset", args=_one_literal_container),
+    *_entries("class", "builtins.list", args=_one_literal_container, container="list"),
+    *_entries("class", "builtins.dict", args=_one_literal_container, container="dict"),
+    *_entries("class", "builtins.tuple", args=_one_literal_container),
+    *_entries(
+        "class",
+        "builtins.bytearray builtins.complex builtins.slice builtins.range",
+        args=_plain_args,
+    ),
+    *_entries("class", "collections.OrderedDict", args=_shape(), container="dict"),
+    *_entries("class", "collections.Counter", args=_one_literal_container, container="dict"),
+    *_entries("class", "collections.defaultdict", args=_defaultdict, container="dict"),
+    *_entries("class", "collections.deque", args=_plain_args, container="list"),
+    *_entries("class", "numpy.dtype", args=_dtype, state=_dtype_state, subtypes=True),
+    *_entries("class", "numpy.ndarray", state=_ndarray_state),
+    *_entries("class", "functools.partial", args=_partial, state=_partial_state),
+    *_entries("class", "torch.Size", args=_either(_shape(_ints), _shape())),
+    *_entries("class", "torch.device", args=_either(_shape((str,)), _shape((str,), (int,)))),
+    *_entries("class", "torch.utils.data.dataloader.DataLoader"),
+    *_entries(
+        "class",
+        "sklearn.metrics._scorer._Scorer sklearn.metrics._scorer._PredictScorer "
+        "sklearn.metrics._scorer._ProbaScorer sklearn.metrics._scorer._ThresholdScorer",
+        state=_scorer_state,
+    ),
+    # Named and stored by real nets; never called during a load.
+    *_entries(
+        "constant",
+        """builtins.print skorch.utils.noop skorch.utils.to_numpy skorch.utils.to_tensor
+        skorch.utils._indexing_dict skorch.utils._indexing_list_tuple_of_data
+        skorch.utils._indexing_ndframe skorch.utils._indexing_none skorch.utils._indexing_other
+        skorch.utils.train_loss_score skorch.utils.valid_loss_score
+        skorch.setter.optimizer_setter skorch.callbacks.logging.rename_tensorboard_key""",
+    ),
+    *_entries(
+        "constant",
+        " ".join(
+            f"torch.{t}"
+            for t in _words(
+                """float16 float32 float64 bfloat16 complex64 complex128
+                int8 int16 int32 int64 uint8 bool"""
+            )
+        ),
+    ),
+]
+
+# Spellings that moved: numpy 2 keeps numpy.core only as a shim whose module __getattr__
+# forwards (and warns), so a vars() walk must be sent to numpy._core.
+_MOVED = {
+    f"numpy.core.multiarray.{name}": f"numpy._core.multiarray.{name}"
+    for name in ("_reconstruct", "scalar")
+}
+# Legacy renames plug in here: skorch_loadfix.legacy's table (another helper's) maps names a
+# removed skorch or torch wrote to their successors; every lookup goes through ``translated``.
+RENAMES: dict[str, str] = {}
+
+
+def translated(module: str, name: str) -> str:
+    """The name to look up for ``module.name`` as written: Python 2 spellings, moves, renames."""
+    module, name = _compat_pickle.NAME_MAPPING.get((module, name), (module, name))
+    full = f"{_compat_pickle.IMPORT_MAPPING.get(module, module)}.{name}"
+    if full in _MOVED and "numpy._core" in sys.modules:
+        full = _MOVED[full]
+    return RENAMES.get(full, full)
+
+
+def _published() -> list[Entry]:
+    found = []
+    for line in Path(__file__).with_name("published.txt").read_text().splitlines():
+        if line and not line.startswith("#"):
+            name, *flags = line.split()
+            if flags == ["constant"]:
+                found.append(Entry(name, "constant"))
+            else:
+                found.append(Entry(name, "class", container=flags[0] if flags else None))  # type: ignore[arg-type]
+    return found
+
+
+@functools.cache
+def table() -> dict[str, Entry]:
+    """Every written entry by name; a hand entry wins over a published one."""
+    return {entry.name: entry for entry in [*_published(), *_HAND]}
+
+
+# -- the hard blocklist: an extra check, spelt and canonical ---------------------------------
+
+# A module blocks its submodules too.
+BLOCKED_MODULES = frozenset(
+    _words(
+        """os posix nt posixpath ntpath genericpath sys subprocess _posixsubprocess importlib runpy
+        pkgutil pydoc zipimport pickle _pickle pickletools copyreg marshal shelve dill
+        cloudpickle joblib ctypes _ctypes socket _socket ssl select selectors asyncio
+        multiprocessing concurrent threading _thread signal shutil tempfile glob io _io
+        fileinput code codeop pty tty webbrowser urllib http ftplib smtplib poplib imaplib
+        telnetlib xmlrpc cProfile profile _lsprof timeit bdb pdb trace inspect gc types operator
+        _operator platform sysconfig site venv ensurepip pip setuptools distutils sqlite3
+        torch.hub torch.package torch.jit torch.utils.cpp_extension torch.utils.benchmark
+        torch.distributed torch._dynamo torch._inductor"""
+    )
+)
+BLOCKED_NAMES = frozenset(
+    f"builtins.{name}"
+    for name in _words(
+        """eval exec compile open getattr setattr delattr __import__ globals locals vars input
+        breakpoint exit quit help __build_class__ type super object classmethod staticmethod
+        property memoryview"""
+    )
+) | {"torch.load", "torch.serialization.load", "numpy.load", "numpy.lib.npyio.load"}
+
+
+def blocked(full_name: str) -> bool:
+    """On the hard blocklist: a blocked name, or anything in a blocked module."""
+    parts = full_name.split(".")
+    prefixes = {".".join(parts[:i]) for i in range(1, len(parts))}
+    return full_name in BLOCKED_NAMES or not prefixes.isdisjoint(BLOCKED_MODULES)
+
+
+def canonical_name(obj: Any) -> str:
+    return f"{getattr(obj, '__module__', None)}.{getattr(obj, '__qualname__', None)}"
+
+
+# -- the policy of one load -------------------------------------------------------------------
+
+
+class Refused(Exception):
+    """A name the policy refuses; ``why`` says why."""
+
+    def __init__(self, name: str, why: str) -> None:
+        super().__init__(f"{name}: {why}")
+        self.name, self.why = name, why
+
+
+@dataclass(frozen=True)
+class Policy:
+    """What one load may resolve: the tables, plus ``allow`` and torch's safe globals.
+
+    ``imported_components`` (``apply()`` with ``weights_only``): also an ``nn.Module``,
+    ``Optimizer`` or ``LRScheduler`` subclass from a module already imported, found in
+    ``sys.modules`` without importing. A net's own module classes can't be listed by
+    ``apply()``'s caller, and the unpickler makes them safe to allow: such a class is only
+    ever created with ``cls.__new__(cls)`` and filled with an attribute dict through its own
+    ``__setstate__`` (torch's, or the user's own code); it is never called with arguments
+    the file chose, and never returned as a callable.
+    """
+
+    allow: Mapping[str, Any] = field(default_factory=dict)  # name -> the object, or None
+    imported_components: bool = False
+
+    def entry(self, module: str, name: str, *, importing: bool) -> tuple[Entry, Any]:
+        """The entry and object ``module.name`` names; raises ``Refused``.
+
+        ``importing`` False (the verifier): nothing is imported, and the object is None when
+        its module is not imported yet; the entry alone then decides.
+        """
+        full = translated(module, name)
+        if blocked(full) or blocked(f"{module}.{name}"):
+            raise Refused(full, "blocked: it can run code, touch files or unpickle again")
+        if any(_dunder(part) for part in full.split(".")):
+            raise Refused(full, "blocked: it reaches a dunder (a __main__ module, internals)")
+        entry = self._written(full)
+        module_name, obj = _lookup(full, importing=importing and entry is not None)
+        if entry is None and obj is not None:
+            entry = self._unwritten(full, obj)
+        elif full in self.allow and obj is not None and not isinstance(obj, type):
+            entry = Entry(full, "function", args=_any_args)  # a function allowed by its name
+        if entry is None:
+            raise Refused(full, "not allowed")
+        if obj is None:
+            if importing or full.rpartition(".")[0] in sys.modules:
+                raise Refused(full, "not found in this install")
+            return entry, None  # the audit imports nothing: the entry alone decides
+        self._check_object(entry, obj)
+        return entry, obj
+
+    def _written(self, full: str) -> Entry | None:
+        if full in self.allow:
+            obj = self.allow[full]
+            if isinstance(obj, type) or obj is None:
+                return Entry(full, "class", args=_any_args)
+            return Entry(full, "function", args=_any_args)
+        return table().get(full)
+
+    def _unwritten(self, full: str, obj: Any) -> Entry | None:
+        """Entries found by object: torch's safe globals, then imported components."""
+        if any(obj is safe for safe in _user_safe_globals()):
+            kind: Kind = "class" if isinstance(obj, type) else "function"
+            return Entry(full, kind, args=_any_args)
+        if self.imported_components and _is_torch_component(obj):
+            return Entry(full, "class")
+        return None
+
+    def _check_object(self, entry: Entry, obj: Any) -> None:
+        if isinstance(obj, types.ModuleType):
+            raise Refused(entry.name, "blocked: it is a module")
+        if entry.kind == "constant" and not callable(obj):
+            return  # torch.float32 and friends carry no name of their own
+        canonical = canonical_name(obj)
+        if blocked(canonical):
+            raise Refused(entry.name, f"blocked: it is {canonical}")
+        if canonical != entry.name and translated(*canonical.rsplit(".", 1)) != entry.name:
+            raise Refused(entry.name, f"it resolves to {canonical}, not to the name allowed")
+        if entry.kind == "class" and not isinstance(obj, type):
+            raise Refused(entry.name, "listed as a class, but it is not one here")
+
+
+def _any_args(facts: Facts, args: tuple[Any, ...]) -> str | None:
+    return None  # the caller allowed it by name, as torch's add_safe_globals does
+
+
+def _lookup(full: str, *, importing: bool) -> tuple[str, Any]:
+    """The object ``full`` names, walking ``vars()``: no module ``__getattr__`` ever runs.
+
+    Tries each split of ``full`` into module and qualname, longest module first.
+    """
+    parts = full.split(".")
+    for cut in range(len(parts) - 1, 0, -1):
+        module_name = ".".join(parts[:cut])
+        module = sys.modules.get(module_name)
+        if module is None and importing:
+            try:
+                with resolving():
+                    module = importlib.import_module(module_name)
+            except ImportError:
+                continue
+        if module is None:
+            continue
+        obj: Any = module
+        for part in parts[cut:]:
+            namespace = vars(obj) if hasattr(obj, "__dict__") else {}
+            obj = namespace.get(part)
+            if obj is None:
+                break
+        if obj is not None:
+            return module_name, obj
+    return "", None
+
+
+def policy(allow: Iterable[object] = (), *, imported_components: bool = False) -> Policy:
+    """A ``Policy`` allowing ``allow``: classes, functions or ``"module.qualname"`` strings."""
+    if isinstance(allow, (str, bytes)) or not isinstance(allow, Iterable):
+        raise TypeError(
+            f"allow must be a list of classes, functions or 'module.qualname' strings, "
+            f"not {type(allow).__name__}; write allow=[{allow!r}]"
+        )
+    names: dict[str, Any] = {}
+    for item in allow:
+        if isinstance(item, str):
+            name, obj = item, None
+        elif callable(item) and hasattr(item, "__qualname__"):
+            name, obj = canonical_name(item), item
+        else:
+            raise TypeError(
+                f"allow: {item!r} is neither a class, a function nor a 'module.qualname' "
+                "string; pass the class itself, e.g. allow=[MyModule]"
+            )
+        if blocked(name):
+            raise ValueError(f"allow: {name} is on the hard blocklist and cannot be allowed")
+        names[name] = obj
+    return Policy(names, imported_components)
+
+
+def _is_torch_component(obj: Any) -> bool:
+    if not isinstance(obj, type) or obj.__module__.split(".")[0] in ("torch", "sklearn", "skorch"):
+        return False  # the libraries' own classes are in the table, or not allowed
+    import torch
+
+    schedulers = vars(torch.optim.lr_scheduler)  # LRScheduler is _LRScheduler before torch 2.0
+    scheduler = schedulers.get("LRScheduler") or schedulers["_LRScheduler"]
+    return issubclass(obj, (torch.nn.Module, torch.optim.Optimizer, scheduler))
+
+
+def _user_safe_globals() -> list[Any]:
+    import torch
+
+    getter = getattr(torch.serialization, "get_safe_globals", None)  # torch >= 2.4
+    return [entry[0] if isinstance(entry, tuple) else entry for entry in (getter or list)()]

@@ -1,0 +1,146 @@
+"""Reading a net's nested levels: the ``__cuda_dependent_attributes__`` blob and tensor streams.
+
+skorch keeps a net's modules, criteria and optimizers in one nested blob so that their
+tensors can be mapped to another device. It has written three formats: a ``torch.save`` zip
+(skorch <= 1.1, torch >= 1.6), the older ``torch.save`` stream that starts with torch's magic
+number, and a plain pickle whose tensors are nested ``torch.save`` streams (skorch >= 1.2).
+Each skorch release reads only its own; ``Reader`` reads all three.
+
+With a policy, every level goes through the restricted unpickler (``Guarded``). Without one
+(``weights_only=False``: the caller's statement of trust) it reads as upstream does.
+"""
+
+from __future__ import annotations
+
+import io
+import pickle
+import types
+from typing import IO, Any, cast
+
+from .hook import guarding
+from .memoryfile import MemoryFile
+from .policy import Policy, translated
+from .unpickler import BLOB, Guarded
+from .verifier import BLOB_LEVEL, TENSORS, is_torch_save
+
+TENSOR_STREAM = "torch.storage._load_from_bytes"  # how a pickled tensor nests its bytes
+
+
+def restore(
+    net_module: types.ModuleType,
+    net: Any,
+    state: dict[str, Any],
+    load_kwargs: dict[str, Any],
+    where: str,
+    policy: Policy | None,
+    *,
+    torch_streams: bool = False,
+) -> None:
+    """What ``NeuralNet.__setstate__`` does, reading the blob with ``Reader``."""
+    # skorch's own device logic, so its DeviceWarnings stay as they were.
+    map_location = net_module.get_map_location(state["device"])
+    state["device"] = net._check_device(state["device"], map_location)
+    reader = Reader(map_location, load_kwargs, where, policy, torch_streams=torch_streams)
+    state.update(reader.cuda_attributes(state.pop(BLOB)))
+    net.__dict__.update(state)
+
+
+class Reader:
+    """Loads a net's blob and tensor streams; ``policy`` None reads as upstream does.
+
+    ``torch_streams``: with a policy, tensor streams go to ``torch.load`` with the caller's
+    kwargs verbatim, as unpatched skorch 1.2-1.4 do. That is what plain ``apply()`` with a
+    truthy ``weights_only`` does: torch's own weights-only unpickler then reads each stream,
+    which allows only tensors and storages, so nothing the stream names can run; ours would
+    allow no less. ``load()`` and strict mode read the streams with ours.
+    """
+
+    def __init__(
+        self,
+        map_location: Any,
+        load_kwargs: dict[str, Any],
+        where: str,
+        policy: Policy | None,
+        *,
+        torch_streams: bool = False,
+    ) -> None:
+        self.map_location, self.where, self.policy = map_location, where, policy
+        self.kwargs, self.torch_streams = dict(load_kwargs), torch_streams
+
+    def cuda_attributes(self, blob: bytes) -> dict[str, Any]:
+        if self.policy is None:
+            return self._upstream(blob)  # type: ignore[no-any-return]
+        with guarding(self.where):
+            if is_torch_save(blob):
+                return self._torch_load(io.BytesIO(blob), BLOB_LEVEL)  # type: ignore[no-any-return]
+            return self.unpickler(MemoryFile(blob), BLOB_LEVEL).load()  # type: ignore[no-any-return]
+
+    def unpickler(self, file: Any, level: str, **kwargs: Any) -> Guarded:
+        assert self.policy is not None
+        return Guarded(file, self.policy, self.where, level, self, **kwargs)
+
+    def stream(self, data: bytes | memoryview) -> Any:
+        # A view of the blob (a large tensor) is read in place; bytes are shared by BytesIO.
+        file = MemoryFile(data) if isinstance(data, memoryview) else io.BytesIO(data)
+        if self.policy is None or self.torch_streams:
+            import torch
+
+            return torch.load(cast(IO[bytes], file), map_location=self.map_location, **self.kwargs)
+        return self._torch_load(file, TENSORS)
+
+    def restore_net(self, net: Any, state: dict[str, Any]) -> None:
+        """A net nested in a guarded read is restored under the same policy, never its own."""
+        owner = next(cls for cls in type(net).__mro__ if "__setstate__" in vars(cls))
+        if owner.__module__ != "skorch.net" or owner.__qualname__ != "NeuralNet":
+            raise pickle.UnpicklingError(
+                f"{self.where}: {owner.__qualname__} overrides __setstate__, which a guarded "
+                "load cannot follow; load the file with pickle.load inside "
+                "skorch_loadfix.torch_load_kwargs(weights_only=False) if you trust it"
+            )
+        import sys
+
+        restore(sys.modules["skorch.net"], net, state, {}, self.where, self.policy)
+
+    def _torch_load(self, file: Any, level: str) -> Any:
+        import torch
+
+        module = _pickle_module(self, level)
+        return torch.load(
+            file, map_location=self.map_location, weights_only=False, pickle_module=module
+        )
+
+    def _upstream(self, blob: bytes) -> Any:
+        import torch
+
+        if is_torch_save(blob):
+            return torch.load(io.BytesIO(blob), map_location=self.map_location, **self.kwargs)
+        return _Streams(io.BytesIO(blob), self).load()
+
+
+class _Streams(pickle.Unpickler):
+    """The C unpickler, unrestricted, with tensor streams read by the reader."""
+
+    def __init__(self, file: IO[bytes], reader: Reader) -> None:
+        super().__init__(file)
+        self._reader = reader
+
+    def find_class(self, module: str, name: str) -> Any:
+        if translated(module, name) == TENSOR_STREAM:
+            return self._reader.stream
+        return super().find_class(module, name)
+
+
+def _pickle_module(reader: Reader, level: str) -> types.ModuleType:
+    """A stand-in for the ``pickle`` module, as ``torch.load(pickle_module=...)`` takes."""
+
+    class LevelUnpickler(Guarded):
+        def __init__(self, file: IO[bytes], **kwargs: Any) -> None:
+            assert reader.policy is not None
+            super().__init__(
+                file, reader.policy, reader.where, level, reader, torch_stream=True, **kwargs
+            )
+
+    module = types.ModuleType("skorch_loadfix.guarded_pickle")
+    module.Unpickler = LevelUnpickler  # type: ignore[attr-defined]
+    module.load = lambda file, **kwargs: LevelUnpickler(file, **kwargs).load()  # type: ignore[attr-defined]
+    return module

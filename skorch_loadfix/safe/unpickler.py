@@ -1,0 +1,459 @@
+"""The one restricted unpickler: each opcode that calls, builds or fills obeys the policy.
+
+Safety follows objects, not names. A pickle calls whatever is on its stack (REDUCE, NEWOBJ,
+NEWOBJ_EX, OBJ, INST) and writes into whatever is below it (BUILD, SETITEM(S), APPEND(S),
+ADDITEMS). So ``Rules`` remembers, by identity, which objects ``find_class`` returned under
+the policy and which ones a call of this load created, and refuses:
+
+- a call of anything ``find_class`` did not return (a call result, something built), of a
+  constant, or of a class with arguments its entry does not accept;
+- a call that returns a class, function, method, module or an object the policy named: the
+  way ``_identity(EpochTimer)`` would hand a real class to BUILD;
+- BUILD on anything but an instance a call of this load created of a class in the table,
+  with a state that is not an attribute dict of plain names (or what that class's entry
+  says it takes), slotstate where not listed; the class's own ``__setstate__`` is used,
+  never one the instance carries;
+- SETITEM(S), APPEND(S), ADDITEMS into anything but a dict-, list- or set-like container
+  made in this load, through its type's own methods;
+- PERSID outside torch's storage protocol inside a torch stream.
+
+``Rules`` holds the checks; ``Guarded`` runs them on real objects, and the verifier runs
+the very same checks on symbols, so it can never be more lenient than the loader.
+Pure Python (``pickle._Unpickler``): its opcodes can be taken over, and its copyreg
+extension codes always go through ``find_class``. Large bytes handed to a tensor stream
+are views of a ``MemoryFile``, not copies.
+"""
+
+from __future__ import annotations
+
+import collections
+import copyreg
+import pickle
+import struct
+import sys
+import types
+from collections.abc import Callable
+from typing import IO, Any, ClassVar, Protocol
+
+from ..errors import UntrustedPickleError
+from .memoryfile import MemoryFile
+from .policy import PARAMETER, STORAGE, TENSOR, Entry, Policy, Refused, table
+
+BLOB = "__cuda_dependent_attributes__"
+OLD_BLOB = "cuda_dependent_attributes_"  # skorch 0.5 kept the blob under this key
+BLOB_KEYS = (BLOB, OLD_BLOB)
+_CALLABLES = (
+    type,
+    types.FunctionType,
+    types.BuiltinFunctionType,
+    types.MethodType,
+    types.ModuleType,
+    types.MethodWrapperType,
+    types.WrapperDescriptorType,
+    types.MethodDescriptorType,
+    types.ClassMethodDescriptorType,
+)
+
+
+def _sized(size_format: str, handler: Callable[[Any, int], None]) -> Callable[[Any], None]:
+    """An opcode whose argument is a size or code in ``size_format``, passed to ``handler``."""
+    width = struct.calcsize(size_format)
+
+    def load(unpickler: Any) -> None:
+        handler(unpickler, struct.unpack(size_format, unpickler.read(width))[0])
+
+    return load
+
+
+def _opcode(name: str) -> int:
+    return getattr(pickle, name)[0]  # type: ignore[no-any-return]
+
+
+class Rules(pickle._Unpickler):
+    """The checks every restricted read applies, opcode by opcode; see the module docstring."""
+
+    dispatch: ClassVar[dict[int, Callable[[Any], None]]] = dict(pickle._Unpickler.dispatch)
+    stack: list[Any]
+    append: Callable[[Any], None]
+    tensor_stream: Any = None  # what a tensor stream's bytes are handed to, if known yet
+
+    def __init__(
+        self,
+        file: IO[bytes] | MemoryFile,
+        policy: Policy,
+        where: str,
+        level: str,
+        *,
+        torch_stream: bool = False,
+        **kwargs: Any,
+    ) -> None:
+        super().__init__(file, **kwargs)
+        self.policy, self.where, self.level = policy, where, level
+        self.torch_stream = torch_stream  # inside torch.load: storages come by PERSID
+        self._memory = file if isinstance(file, MemoryFile) else None
+        self._named: dict[int, Entry] = {}  # id -> entry, for what find_class returned
+        self._created: dict[int, Entry] = {}  # id -> class entry, for what a call created
+        self._keep: list[Any] = []  # keeps both alive, so that no id is reused
+
+    # -- what the two runs do differently --------------------------------------------------
+
+    def resolve(self, entry: Entry, obj: Any) -> Any:
+        """What find_class hands out for an allowed ``entry`` (a substitute, or ``obj``)."""
+        raise NotImplementedError
+
+    def invoke(self, entry: Entry, func: Any, args: tuple[Any, ...]) -> Any:
+        raise NotImplementedError
+
+    def construct(self, entry: Entry, cls: Any, args: tuple[Any, ...]) -> Any:
+        """``cls.__new__(cls, *args)``, as NEWOBJ does."""
+        raise NotImplementedError
+
+    def set_state(self, entry: Entry, inst: Any, state: Any, slotstate: Any) -> None:
+        raise NotImplementedError
+
+    def fill(self, target: Any, method: str, items: list[Any]) -> None:
+        raise NotImplementedError
+
+    def storage(self, pid: tuple[Any, ...]) -> Any:
+        """What torch's persistent_load returns for ``pid``."""
+        raise NotImplementedError
+
+    def returned(self, entry: Entry, func: Any, result: Any) -> str | None:
+        """Why ``result`` of calling ``entry`` (``func``) may not stay on the stack, or None."""
+        return None
+
+    # -- the checks ---------------------------------------------------------------------------
+
+    def refuse(self, opcode: str, obj: Any, why: str) -> None:
+        raise UntrustedPickleError(
+            self.where, {f"{opcode} on {self.describe(obj)}": f"{why} (in the {self.level})"}
+        )
+
+    def describe(self, obj: Any) -> str:
+        entry = self._named.get(id(obj)) or self._created.get(id(obj))
+        if entry is not None:
+            made = "" if id(obj) in self._named else "an instance of "
+            return made + entry.name
+        return f"a {type(obj).__module__}.{type(obj).__qualname__}"
+
+    def find_class(self, module: str, name: str) -> Any:
+        try:
+            entry, obj = self.policy.entry(module, name, importing=self.importing)
+        except Refused as refused:
+            return self.refused_global(refused)
+        obj = self.resolve(entry, obj)
+        self._named[id(obj)] = entry
+        self._keep.append(obj)
+        return obj
+
+    importing = True
+
+    def refused_global(self, refused: Refused) -> Any:
+        raise UntrustedPickleError(
+            self.where, {refused.name: f"{refused.why} (in the {self.level})"}
+        )
+
+    # Facts, for the argument checks.
+    def created(self, obj: Any) -> str | None:
+        entry = self._created.get(id(obj))
+        return None if entry is None else entry.name
+
+    def named(self, obj: Any) -> Entry | None:
+        return self._named.get(id(obj))
+
+    def empty(self, obj: Any) -> bool:
+        made = self.created(obj) in ("collections.OrderedDict", "builtins.dict")
+        return (made or type(obj) is dict) and not self.items_of(obj)
+
+    def items_of(self, obj: Any) -> Any:
+        return obj
+
+    def _call(self, opcode: str, func: Any, args: Any) -> Any:
+        entry = self._named.get(id(func))
+        if entry is None:
+            self.refuse(opcode, func, "only what find_class returned under the policy is called")
+        assert entry is not None
+        if type(args) is not tuple:
+            self.refuse(opcode, func, "its arguments are not a tuple")
+        if entry.kind == "constant":
+            self.refuse(opcode, func, "a constant may be named and stored, never called")
+        if entry.args is None:  # a class created without __init__, as NEWOBJ does
+            if entry.kind == "function" or args:
+                self.refuse(opcode, func, "it is never called with arguments while loading")
+            result = self.construct(entry, func, ())
+        else:
+            why = entry.args(self, args)
+            if why is not None:
+                self.refuse(opcode, func, why)
+            if entry.kind == "class" and opcode == "NEWOBJ":
+                result = self.construct(entry, func, args)
+            else:
+                result = self.invoke(entry, func, args)
+        return self._record(opcode, entry, func, result)
+
+    def _record(self, opcode: str, entry: Entry, func: Any, result: Any) -> Any:
+        if isinstance(result, _CALLABLES) or id(result) in self._named:
+            self.refuse(opcode, result, f"a call of {entry.name} returned a callable")
+        why = self.returned(entry, func, result)
+        if why is not None:
+            self.refuse(opcode, result, why)
+        made = entry if entry.kind == "class" else None
+        if entry.returns is not None:
+            made = table().get(entry.returns) or Entry(entry.returns, "function")
+        if made is not None:
+            self._created[id(result)] = made
+            self._keep.append(result)
+        return result
+
+    def load_reduce(self) -> None:
+        args = self.stack.pop()
+        self.stack[-1] = self._call("REDUCE", self.stack[-1], args)
+
+    def load_newobj(self) -> None:
+        args = self.stack.pop()
+        cls = self.stack.pop()
+        if self._named.get(id(cls), Entry("", "function")).kind != "class":
+            self.refuse("NEWOBJ", cls, "only a class the policy names is created")
+        self.append(self._call("NEWOBJ", cls, args))
+
+    def load_newobj_ex(self) -> None:
+        kwargs = self.stack.pop()
+        args = self.stack.pop()
+        cls = self.stack.pop()
+        if kwargs:
+            self.refuse("NEWOBJ_EX", cls, "keyword arguments to __new__ are not allowed")
+        if self._named.get(id(cls), Entry("", "function")).kind != "class":
+            self.refuse("NEWOBJ_EX", cls, "only a class the policy names is created")
+        self.append(self._call("NEWOBJ", cls, args))
+
+    def _instantiate(self, klass: Any, args: list[Any]) -> None:  # INST and OBJ
+        self.append(self._call("INST/OBJ", klass, tuple(args)))
+
+    def load_build(self) -> None:
+        state = self.stack.pop()
+        inst = self.stack[-1]
+        entry = self._created.get(id(inst))
+        if entry is None or entry.kind != "class":
+            self.refuse("BUILD", inst, "only an instance a call of this load created is built")
+        assert entry is not None
+        slotstate = None
+        if entry.state is not None:
+            why = entry.state(self, state)
+        else:
+            if type(state) is tuple and len(state) == 2:
+                state, slotstate = state
+                if slotstate is not None and not entry.slotstate:
+                    self.refuse("BUILD", inst, "slotstate sets attributes through setattr")
+            why = (
+                None
+                if state is None or self.attribute_dict(state)
+                else ("the state must be a dict of attribute names, none of them a dunder")
+            )
+        if why is not None:
+            self.refuse("BUILD", inst, why)
+        self.set_state(entry, inst, state, slotstate)
+
+    def attribute_dict(self, state: Any) -> bool:
+        return type(state) is dict and all(
+            type(k) is str and (k in BLOB_KEYS or not (k.startswith("__") and k.endswith("__")))
+            for k in state
+        )
+
+    def _container(self, target: Any) -> str | None:
+        literals: dict[type, str] = {dict: "dict", list: "list", set: "set"}
+        literal = literals.get(type(target))
+        if literal is not None and id(target) not in self._named:
+            return literal
+        entry = self._created.get(id(target))
+        return None if entry is None else entry.container
+
+    def _fill(self, opcode: str, kind: str, method: str, items: list[Any]) -> None:
+        target = self.stack[-1]
+        if self._container(target) != kind:
+            self.refuse(opcode, target, f"only a {kind} made in this load is filled")
+        self.fill(target, method, items)
+
+    def load_setitem(self) -> None:
+        value = self.stack.pop()
+        key = self.stack.pop()
+        self._fill("SETITEM", "dict", "__setitem__", [key, value])
+
+    def load_setitems(self) -> None:
+        self._fill("SETITEMS", "dict", "__setitem__", self.pop_mark())  # type: ignore[attr-defined]
+
+    def load_append(self) -> None:
+        self._fill("APPEND", "list", "extend", [self.stack.pop()])
+
+    def load_appends(self) -> None:
+        self._fill("APPENDS", "list", "extend", self.pop_mark())  # type: ignore[attr-defined]
+
+    def load_additems(self) -> None:
+        self._fill("ADDITEMS", "set", "update", self.pop_mark())  # type: ignore[attr-defined]
+
+    def load_binpersid(self) -> None:
+        pid = self.stack.pop()
+        if not self.torch_stream:
+            self.refuse("BINPERSID", pid, "a persistent id outside a torch stream")
+        kind = pid[0] if type(pid) is tuple and pid else None
+        if kind == "module":  # torch < 1.6 saved a module's class so: (module, cls, file, source)
+            entry = self._named.get(id(pid[1])) if len(pid) == 4 else None
+            if entry is None or entry.kind != "class":
+                self.refuse("BINPERSID", pid, "a module id must name a class the policy allows")
+            result = self.storage(pid)
+            if result is not pid[1]:
+                self.refuse("BINPERSID", result, "torch's module id returned something else")
+            self.append(result)
+            return
+        if kind != "storage":
+            self.refuse("BINPERSID", pid, "only torch's ('storage', ...) ids are read")
+        result = self.storage(pid)
+        self._created[id(result)] = Entry(STORAGE, "function")
+        self._keep.append(result)
+        self.append(result)
+
+    def load_persid(self) -> None:
+        self.refuse("PERSID", None, "torch writes BINPERSID only")
+
+    # Large bytes given to a tensor stream: a view of the file, not a copy.
+    def _bytes(self, size: int) -> None:
+        # torch.storage._load_from_bytes(b) pickles as: the function, then b, TUPLE1, REDUCE.
+        frame = self._unframer.current_frame  # type: ignore[attr-defined]
+        in_frame = frame is not None and frame.tell() < len(frame.getbuffer())
+        if (
+            self._memory is None
+            or in_frame
+            or not self.stack
+            or self.tensor_stream is None
+            or self.stack[-1] is not self.tensor_stream
+        ):
+            self.append(self.read(size))  # type: ignore[attr-defined]
+        else:  # large bytes are written outside any frame
+            self._unframer.current_frame = None  # type: ignore[attr-defined]
+            self.append(self._memory.view(size))
+
+    def _extension(self, code: int) -> None:
+        key = copyreg._inverted_registry.get(code)  # type: ignore[attr-defined]
+        if key is None:
+            raise pickle.UnpicklingError(f"unregistered extension code {code}")
+        self.append(self.find_class(*key))
+
+    for opcode, size_format, handler in [
+        (pickle.SHORT_BINBYTES, "<B", _bytes),
+        (pickle.BINBYTES, "<I", _bytes),
+        (pickle.BINBYTES8, "<Q", _bytes),
+        (pickle.EXT1, "<B", _extension),
+        (pickle.EXT2, "<H", _extension),
+        (pickle.EXT4, "<i", _extension),
+    ]:
+        dispatch[opcode[0]] = _sized(size_format, handler)
+    del opcode, size_format, handler
+    for _name, _method in [
+        ("REDUCE", load_reduce),
+        ("NEWOBJ", load_newobj),
+        ("NEWOBJ_EX", load_newobj_ex),
+        ("BUILD", load_build),
+        ("SETITEM", load_setitem),
+        ("SETITEMS", load_setitems),
+        ("APPEND", load_append),
+        ("APPENDS", load_appends),
+        ("ADDITEMS", load_additems),
+        ("BINPERSID", load_binpersid),
+        ("PERSID", load_persid),
+    ]:
+        dispatch[_opcode(_name)] = _method
+    del _name, _method
+
+
+class Net(Protocol):
+    """What the guarded unpickler asks of its reader."""
+
+    def stream(self, data: bytes | memoryview) -> Any: ...
+
+    def restore_net(self, net: Any, state: dict[str, Any]) -> None: ...
+
+
+def _latin1(text: str, encoding: str) -> bytes:
+    """``_codecs.encode`` as protocol 2 uses it for bytes, and nothing else."""
+    return text.encode("latin1")
+
+
+class Guarded(Rules):
+    """``Rules`` on real objects: what ``load()`` and every restricted read run."""
+
+    def __init__(
+        self, file: Any, policy: Policy, where: str, level: str, net: Net, **kwargs: Any
+    ) -> None:
+        super().__init__(file, policy, where, level, **kwargs)
+        self._net = net
+        self.tensor_stream = net.stream  # one bound method: the in-place reading checks identity
+
+    def resolve(self, entry: Entry, obj: Any) -> Any:
+        substitutes = {"stream": self.tensor_stream, "latin1": _latin1}
+        return substitutes.get(entry.substitute or "", obj)
+
+    def invoke(self, entry: Entry, func: Any, args: tuple[Any, ...]) -> Any:
+        if entry.substitute == "scalar" and args[0].hasobject:  # it would return its argument
+            self.refuse("REDUCE", func, "a numpy scalar of the object dtype")
+        if entry.hooks_at is not None:  # the file's (empty) dict could be filled later
+            args = (*args[: entry.hooks_at], collections.OrderedDict(), *args[entry.hooks_at + 1 :])
+        return func(*args)
+
+    def construct(self, entry: Entry, cls: Any, args: tuple[Any, ...]) -> Any:
+        return cls.__new__(cls, *args)
+
+    def returned(self, entry: Entry, func: Any, result: Any) -> str | None:
+        if entry.kind == "class":  # exactly that class (numpy's dtype: one of its subclasses)
+            ok = type(result) is func or (entry.subtypes and isinstance(result, func))
+        else:
+            expected = _classes().get(entry.returns or "")
+            ok = expected is None or (
+                isinstance(result, expected)
+                if entry.returns == STORAGE
+                else type(result) is expected
+            )
+        return None if ok else f"a call of {entry.name} returned a {type(result).__name__}"
+
+    def set_state(self, entry: Entry, inst: Any, state: Any, slotstate: Any) -> None:
+        net_module = sys.modules.get("skorch.net")
+        if net_module is not None and isinstance(inst, net_module.NeuralNet):
+            self._net.restore_net(inst, state)
+            return
+        setstate = getattr(type(inst), "__setstate__", None)
+        if setstate is not None:
+            setstate(inst, state)
+            return
+        if state:
+            inst.__dict__.update(state)
+        for key, value in (slotstate or {}).items():
+            setattr(inst, key, value)
+
+    def fill(self, target: Any, method: str, items: list[Any]) -> None:
+        if method == "__setitem__":
+            setitem = type(target).__setitem__
+            for i in range(0, len(items), 2):
+                setitem(target, items[i], items[i + 1])
+        else:
+            getattr(type(target), method)(target, items)
+
+    def storage(self, pid: tuple[Any, ...]) -> Any:
+        import torch
+
+        result = self.persistent_load(pid)
+        if pid[0] == "storage" and not isinstance(
+            result, (torch.storage.TypedStorage, torch.UntypedStorage)
+        ):
+            self.refuse("BINPERSID", result, "torch's storage protocol returned no storage")
+        return result
+
+
+def _classes() -> dict[str, type]:
+    import numpy
+    import torch
+
+    return {
+        TENSOR: torch.Tensor,
+        PARAMETER: torch.nn.Parameter,
+        STORAGE: (torch.storage.TypedStorage, torch.UntypedStorage),  # type: ignore[dict-item]
+        "numpy.ndarray": numpy.ndarray,
+        "numpy.dtype": numpy.dtype,
+    }

@@ -1,0 +1,266 @@
+"""The audit: the unpickler's own rules run on symbols, so that nothing the file names runs.
+
+``Symbolic`` is ``Rules`` with every effect replaced: ``find_class`` judges the name against the
+tables and ``sys.modules`` and returns a ``Symbol`` (no import, no module ``__getattr__``);
+a call returns a ``Made`` recording what it would create; BUILD records the state. Every check
+is the unpickler's, so the audit is never more lenient than the load; what it cannot follow
+(a refused global's results) it keeps following as ``Opaque`` only to list every refused name.
+
+It follows every level: the outer pickle; each net's blob (a ``torch.save`` zip, the old
+``torch.save`` stream with raw storages after its pickles, or a plain pickle); each tensor
+stream (``torch.storage._load_from_bytes(bytes)`` wherever it sits) and the streams nested
+in those. Large byte arguments are read as views of the file, not copied.
+"""
+
+from __future__ import annotations
+
+import io
+import pickle
+import zipfile
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from typing import Any
+
+from ..errors import UntrustedPickleError
+from .memoryfile import MemoryFile
+from .policy import Entry, Policy, Refused, translated
+from .unpickler import BLOB_KEYS, Rules
+
+OUTER, BLOB_LEVEL, TENSORS = "outer pickle", "cuda-attributes blob", "tensor streams"
+LEVELS = (OUTER, BLOB_LEVEL, TENSORS)
+ZIP_MAGIC = b"PK\x03\x04"
+TORCH_MAGIC = 0x1950A86A20F9469CFC6C  # torch.serialization.MAGIC_NUMBER, without importing torch
+
+
+class Symbol:
+    """What an allowed global is in the audit: its entry, never the object."""
+
+    def __init__(self, entry: Entry) -> None:
+        self.entry = entry
+
+    def __repr__(self) -> str:
+        return f"<{self.entry.name}>"
+
+
+class Opaque:
+    """A refused global, or anything made from one: followed only to find more names."""
+
+
+@dataclass(eq=False)
+class Made:
+    """What a call would have created."""
+
+    entry: Entry
+    args: tuple[Any, ...] = ()
+    state: Any = None
+    items: list[Any] = field(default_factory=list)
+
+    def __hash__(self) -> int:
+        return id(self)
+
+
+@dataclass
+class Findings:
+    """Every global named at each level, what the policy refuses, and each net's state."""
+
+    seen: dict[str, set[str]] = field(default_factory=lambda: {level: set() for level in LEVELS})
+    refused: dict[str, str] = field(default_factory=dict)
+    nets: list[Made] = field(default_factory=list)
+
+
+class Symbolic(Rules):
+    importing = False
+
+    def __init__(self, file: Any, audit: Audit, level: str, **kwargs: Any) -> None:
+        super().__init__(file, audit.policy, audit.where, level, **kwargs)
+        self.audit = audit
+
+    def find_class(self, module: str, name: str) -> Any:
+        self.audit.findings.seen[self.level].add(translated(module, name))
+        if self.torch_stream and module == "torch" and name.endswith("Storage"):
+            return Opaque.__new__(_StorageType)  # torch's wrapper answers these itself
+        return super().find_class(module, name)
+
+    def refused_global(self, refused: Refused) -> Any:
+        self.audit.refuse(refused.name, f"{refused.why} (in the {self.level})")
+        return Opaque()
+
+    def resolve(self, entry: Entry, obj: Any) -> Any:
+        symbol = Symbol(entry)
+        if entry.substitute == "stream":
+            self.tensor_stream = symbol  # its bytes are read as views
+        return symbol
+
+    def _call(self, opcode: str, func: Any, args: Any) -> Any:
+        if isinstance(func, Opaque) or any(isinstance(arg, Opaque) for arg in args or ()):
+            return Opaque()
+        return super()._call(opcode, func, args)
+
+    def invoke(self, entry: Entry, func: Any, args: tuple[Any, ...]) -> Any:
+        if entry.substitute == "latin1":
+            return args[0].encode("latin1")
+        if entry.substitute == "stream":
+            self.audit.stream(args[0])
+        return Made(entry, args)
+
+    def construct(self, entry: Entry, cls: Any, args: tuple[Any, ...]) -> Any:
+        return Made(entry, args)
+
+    def set_state(self, entry: Entry, inst: Any, state: Any, slotstate: Any) -> None:
+        inst.state = state
+        self._follow_blob(inst, state)
+
+    def _follow_blob(self, inst: Any, state: Any) -> None:
+        if type(state) is not dict:
+            return
+        for key in BLOB_KEYS:
+            if type(state.get(key)) in (bytes, memoryview):
+                if isinstance(inst, Made):
+                    self.audit.findings.nets.append(inst)
+                self.audit.blob(state[key])
+
+    def load_build(self) -> None:
+        if isinstance(self.stack[-2], Opaque):
+            self._follow_blob(None, self.stack.pop())
+            return
+        super().load_build()
+
+    def load_newobj(self) -> None:
+        if isinstance(self.stack[-2], Opaque):
+            del self.stack[-2:]
+            self.append(Opaque())
+            return
+        super().load_newobj()
+
+    def load_newobj_ex(self) -> None:
+        if isinstance(self.stack[-3], Opaque):
+            del self.stack[-3:]
+            self.append(Opaque())
+            return
+        super().load_newobj_ex()
+
+    def _fill(self, opcode: str, kind: str, method: str, items: list[Any]) -> None:
+        if not isinstance(self.stack[-1], Opaque):
+            super()._fill(opcode, kind, method, items)
+
+    def fill(self, target: Any, method: str, items: list[Any]) -> None:
+        if isinstance(target, Made):
+            target.items.extend(items)
+        elif method == "__setitem__":
+            target.update(zip(items[::2], items[1::2], strict=True))
+        else:
+            getattr(target, method)(items)
+
+    def items_of(self, obj: Any) -> Any:
+        return obj.items if isinstance(obj, Made) else obj
+
+    def storage(self, pid: tuple[Any, ...]) -> Any:
+        return pid[1] if pid[0] == "module" else Made(Entry("torch.storage", "function"), pid)
+
+    # dispatch is looked up on the instance's class, by opcode byte
+    dispatch = dict(Rules.dispatch)
+    for _name, _method in [
+        ("BUILD", load_build),
+        ("NEWOBJ", load_newobj),
+        ("NEWOBJ_EX", load_newobj_ex),
+    ]:
+        dispatch[getattr(pickle, _name)[0]] = _method
+    del _name, _method
+
+
+class _StorageType(Opaque):
+    """torch's ``StorageType``: named inside torch streams, pushed, never called."""
+
+
+class Audit:
+    """One static reading of a file (or a blob) under ``policy``."""
+
+    def __init__(self, policy: Policy, where: str) -> None:
+        self.policy, self.where = policy, where
+        self.findings = Findings()
+
+    def refuse(self, name: str, why: str) -> None:
+        self.findings.refused.setdefault(name, why)
+
+    def file(self, data: bytes | memoryview) -> Findings:
+        self._pickle(MemoryFile(data), OUTER)
+        return self.findings
+
+    def blob(self, data: bytes | memoryview) -> None:
+        if is_torch_save(data):
+            self._torch(data, BLOB_LEVEL)
+        else:
+            self._pickle(MemoryFile(data), BLOB_LEVEL)
+
+    def stream(self, data: bytes | memoryview) -> None:
+        self._torch(data, TENSORS)
+
+    def _torch(self, data: bytes | memoryview, level: str) -> None:
+        if bytes(data[:4]) == ZIP_MAGIC:
+            archive = zipfile.ZipFile(MemoryFile(data))
+            # torch reads one data.pkl; reading every pickle in the archive misses none.
+            for name in archive.namelist():
+                if name.endswith(".pkl"):
+                    with archive.open(name) as member:
+                        self._pickle(io.BytesIO(member.read()), level, torch_stream=True)
+            return
+        file = MemoryFile(data)
+        # magic number, protocol, sys_info, the object, storage keys; raw storages follow.
+        if self._pickle(file, level) != TORCH_MAGIC:
+            self.refuse(f"a stream in the {level}", "not a torch.save stream (no magic number)")
+            return
+        for torch_stream in (False, False, True, False):
+            if isinstance(self._pickle(file, level, torch_stream=torch_stream), Opaque):
+                return  # a broken rule stops the level: the rest can't be found
+
+    def _pickle(self, file: Any, level: str, *, torch_stream: bool = False) -> Any:
+        try:
+            return Symbolic(file, self, level, torch_stream=torch_stream).load()
+        except UntrustedPickleError as error:  # a rule broken: this level stops here
+            self.findings.refused.update(error.refused)
+            return Opaque()
+
+
+def is_torch_save(blob: bytes | memoryview) -> bool:
+    """Whether ``blob`` was written by ``torch.save`` (zip or old stream), not ``pickle``."""
+    head = bytes(blob[:32])
+    if head[:4] == ZIP_MAGIC:
+        return True
+    # The old stream starts with the pickled magic number: PROTO 2, then LONG1 of 10 bytes.
+    return (
+        head[:3] == b"\x80\x02\x8a"
+        and head[3:4] == b"\x0a"
+        and (int.from_bytes(head[4:14], "little") == TORCH_MAGIC)
+    )
+
+
+def audit(data: bytes | memoryview, policy: Policy, where: str) -> Findings:
+    """Read ``data`` (a whole file) statically under ``policy``."""
+    with unreadable():
+        return Audit(policy, where).file(data)
+
+
+def audit_blob(blob: bytes | memoryview, policy: Policy, where: str) -> Findings:
+    with unreadable():
+        checker = Audit(policy, where)
+        checker.blob(blob)
+        return checker.findings
+
+
+def refuse_untrusted(findings: Findings, where: str) -> None:
+    if findings.refused:
+        raise UntrustedPickleError(where, findings.refused)
+
+
+@contextmanager
+def unreadable() -> Iterator[None]:
+    """Whatever bytes make a reader raise becomes one UnpicklingError that says so."""
+    try:
+        yield
+    except UntrustedPickleError:
+        raise
+    except Exception as exc:  # UnpicklingError, EOFError, BadZipFile, RecursionError, ...
+        raise pickle.UnpicklingError(
+            f"not a readable pickle ({type(exc).__name__}: {exc})"
+        ) from exc
