@@ -49,6 +49,12 @@ def _arg(value: bytes | str) -> bytes:
     return value if isinstance(value, bytes) else b"V" + value.encode("raw_unicode_escape") + b"\n"
 
 
+def _text(value: str) -> bytes:
+    """A str argument that may hold newlines: BINUNICODE."""
+    encoded = value.encode("utf-8", "surrogatepass")
+    return b"X" + len(encoded).to_bytes(4, "little") + encoded
+
+
 def _g(module: str, name: str) -> bytes:
     """GLOBAL module.name, the protocol-0 spelling."""
     return f"c{module}\n{name}\n".encode()
@@ -70,6 +76,11 @@ def marker_code(marker: Path) -> str:
 
 def payloads(marker: Path) -> list[Payload]:
     """Every family; the runpy one runs ``script.py`` beside ``marker``, written by the caller."""
+    return [*named(marker), *gadgets(marker)]
+
+
+def named(marker: Path) -> list[Payload]:
+    """Families that name a dangerous global outright."""
     sh = f"touch {marker}"
     py = marker_code(marker)
     script = marker.with_name("script.py")
@@ -231,6 +242,134 @@ def payloads(marker: Path) -> list[Payload]:
             "ctypes.CDLL",
             "ctypes.CDLL",
             _call(_g("ctypes", "CDLL"), "libc.so.6") + b".",
+            hits=False,
+        ),
+    ]
+
+
+def _dict(*items: bytes | str) -> bytes:
+    """A protocol-0 dict of key, value, key, value..."""
+    return b"(d" + b"".join(
+        _arg(k) + _arg(v) + b"s" for k, v in zip(items[::2], items[1::2], strict=True)
+    )
+
+
+def _build(target: bytes, state: bytes) -> bytes:
+    return target + state + b"b."
+
+
+def _inst(module: str, name: str) -> bytes:
+    """INST: an instance created with no arguments, as NEWOBJ would."""
+    return f"(i{module}\n{name}\n".encode()
+
+
+TIMER = _g("skorch.callbacks.logging", "EpochTimer")
+PRINT = _g("builtins", "print")
+
+
+def gadgets(marker: Path) -> list[Payload]:
+    """Gadgets that name only allowed globals (as the old allowlist had them) and reach
+    further through what calls return or what BUILD writes into."""
+    system = _torch_save(Reduce(os.system, f"touch {marker}"))
+    cached_call = _g("sklearn.metrics._scorer", "_cached_call")
+    timer_state = _dict("on_epoch_begin", PRINT)
+    return [
+        Payload(
+            "getitem gadget: _cached_call(d, None, k) is d[k], then called",
+            "sklearn.metrics._scorer._cached_call",
+            _call(_call(cached_call, _dict("k", PRINT), b"N", "k"), "called") + b".",
+            hits=False,
+        ),
+        Payload(
+            "a call result used as a callable",
+            "REDUCE on an instance of collections.OrderedDict",
+            _call(_call(_g("collections", "OrderedDict"))) + b".",
+            hits=False,
+        ),
+        Payload(
+            "calling a constant",
+            "REDUCE on skorch.utils.noop",
+            _call(_g("skorch.utils", "noop")) + b".",
+            hits=False,
+        ),
+        Payload(
+            "BUILD on a function",
+            "BUILD on skorch.utils.noop",
+            _build(_g("skorch.utils", "noop"), _dict("__sklearn_tags__", PRINT)),
+            hits=False,
+        ),
+        Payload(
+            "BUILD on a class",
+            "BUILD on skorch.callbacks.logging.EpochTimer",
+            _build(TIMER, timer_state),
+            hits=False,
+        ),
+        Payload(
+            "class patching through _identity",
+            "skorch.utils._identity",
+            _build(_call(_g("skorch.utils", "_identity"), TIMER), b"(N" + timer_state + b"t"),
+            hits=False,
+        ),
+        Payload(
+            "BUILD on a module", "torch.nn", _build(_g("torch", "nn"), timer_state), hits=False
+        ),
+        Payload(
+            "BUILD on a builtin", "BUILD on builtins.print", _build(PRINT, timer_state), hits=False
+        ),
+        Payload(
+            "dunder key in BUILD state",
+            "BUILD on an instance of skorch.callbacks.logging.EpochTimer",
+            _build(_inst("skorch.callbacks.logging", "EpochTimer"), _dict("__class__", PRINT)),
+            hits=False,
+        ),
+        Payload(
+            "slotstate in BUILD state",
+            "BUILD on an instance of skorch.callbacks.logging.EpochTimer",
+            _build(_inst("skorch.callbacks.logging", "EpochTimer"), b"(N" + timer_state + b"t"),
+            hits=False,
+        ),
+        Payload(
+            "bytearray tensor stream",
+            "REDUCE on torch.storage._load_from_bytes",
+            _call(
+                _g("torch.storage", "_load_from_bytes"),
+                _call(_g("builtins", "bytearray"), _text(system.decode("latin1")), "latin1"),
+            )
+            + b".",
+        ),
+        Payload(
+            "_TorchLoadUnpickler through a call",
+            "skorch.utils._TorchLoadUnpickler",
+            _call(_g("functools", "partial"), _g("skorch.utils", "_TorchLoadUnpickler")) + b".",
+            hits=False,
+        ),
+        Payload(
+            "defaultdict calling its factory later",
+            "REDUCE on collections.defaultdict",
+            _call(_g("collections", "defaultdict"), PRINT) + b".",
+            hits=False,
+        ),
+        Payload(
+            "partial of a loader function",
+            "REDUCE on functools.partial",
+            _call(_g("functools", "partial"), _g("torch._utils", "_rebuild_tensor_v2")) + b".",
+            hits=False,
+        ),
+        Payload(
+            "object-dtype scalar returning its argument",
+            "REDUCE on numpy._core.multiarray.scalar",
+            _call(
+                _g("numpy.core.multiarray", "scalar"),
+                _call(_g("numpy", "dtype"), "O", b"I00\n", b"I01\n"),
+                TIMER,
+            )
+            + b".",
+            hits=False,
+        ),
+        Payload(
+            "persistent id outside a torch stream",
+            "BINPERSID on a builtins.tuple",
+            b"(Vstorage\ntQ.",
             hits=False,
         ),
     ]

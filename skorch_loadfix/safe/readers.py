@@ -134,13 +134,28 @@ def _pickle_module(reader: Reader, level: str) -> types.ModuleType:
     """A stand-in for the ``pickle`` module, as ``torch.load(pickle_module=...)`` takes."""
 
     class LevelUnpickler(Guarded):
+        """The object's pickle: storages come by persistent id."""
+
+        torch_stream = True
+
         def __init__(self, file: IO[bytes], **kwargs: Any) -> None:
             assert reader.policy is not None
             super().__init__(
-                file, reader.policy, reader.where, level, reader, torch_stream=True, **kwargs
+                file,
+                reader.policy,
+                reader.where,
+                level,
+                reader,
+                torch_stream=self.torch_stream,
+                **kwargs,
             )
+
+    class HeaderUnpickler(LevelUnpickler):
+        """The old stream's magic number, protocol, sys_info and storage keys: no ids."""
+
+        torch_stream = False
 
     module = types.ModuleType("skorch_loadfix.guarded_pickle")
     module.Unpickler = LevelUnpickler  # type: ignore[attr-defined]
-    module.load = lambda file, **kwargs: LevelUnpickler(file, **kwargs).load()  # type: ignore[attr-defined]
+    module.load = lambda file, **kwargs: HeaderUnpickler(file, **kwargs).load()  # type: ignore[attr-defined]
     return module
