@@ -418,3 +418,85 @@ def test_strict_restricts_even_under_weights_only_false(net):
             pickle.loads(data)
     finally:
         skorch_loadfix.revert()
+
+
+# -- The audit and the loader agree ------------------------------------------------------------
+
+DATA = Path(__file__).parent / "data" / "corpus"
+
+
+def everything(marker, net, tmp_path) -> dict[str, bytes]:
+    """The whole corpus: every payload at every level, legit nets, the real files."""
+    files = {}
+    state = net.__getstate__()
+    for payload in families(marker).values():
+        for level in payload.levels:
+            files[f"{payload.family} @ {level}"] = placed(payload.data, level, net, state)
+    for kind, make in LEGIT.items():
+        fitted = make(tmp_path)
+        files[kind] = pickle.dumps(fitted)
+    for writer in WRITERS:
+        files[f"own net, {writer}"] = dumps(net, writer)
+    files.update({path.name: path.read_bytes() for path in sorted(DATA.glob("*.pkl"))})
+    return files
+
+
+def test_audit_and_loader_agree_on_the_whole_corpus(marker, net, tmp_path):
+    """untrusted_globals() empty => load() succeeds and nothing ran; load() refuses =>
+    untrusted_globals() names something."""
+    disagree = {}
+    for name, data in everything(marker, net, tmp_path).items():
+        payload = families(marker).get(name.partition(" @ ")[0])
+        with registered(payload) if payload else contextlib.nullcontext():
+            refused = skorch_loadfix.untrusted_globals(io.BytesIO(data), allow=[Model, Block])
+            try:
+                with warnings.catch_warnings():
+                    warnings.simplefilter("ignore")  # skorch's DeviceWarning for cuda nets
+                    skorch_loadfix.load(io.BytesIO(data), allow=[Model, Block])
+                outcome = "loaded"
+            except UntrustedPickleError:
+                outcome = "refused"
+        if marker.exists():
+            disagree[name] = "it ran"
+            clear(marker)
+        elif (outcome == "refused") != bool(refused):
+            disagree[name] = f"load() {outcome}, untrusted_globals() {refused}"
+    assert disagree == {}
+
+
+def test_class_patching_through_identity(marker, net):
+    """The control patches EpochTimer process-wide; every guarded load refuses it."""
+    from skorch.callbacks import EpochTimer
+
+    payload = families(marker)["class patching through _identity"]
+    original = EpochTimer.__dict__["on_epoch_begin"]
+    with pytest.raises(UntrustedPickleError, match="skorch.utils._identity"):
+        skorch_loadfix.load(io.BytesIO(payload.data))
+    assert EpochTimer.__dict__["on_epoch_begin"] is original
+    try:
+        pickle.loads(payload.data)  # what the caller's own pickle.load does with it
+        assert EpochTimer.on_epoch_begin is print
+    finally:
+        EpochTimer.on_epoch_begin = original
+
+
+@pytest.mark.parametrize("path", sorted(DATA.glob("*.pkl")), ids=lambda p: p.stem)
+def test_real_files_are_inspected(path, capsys):
+    from skorch_loadfix.__main__ import main
+
+    assert main(["inspect", str(path)]) == 0
+    report = capsys.readouterr().out
+    assert "net: skorch.classifier.NeuralNetClassifier" in report
+    assert "blob written by: torch.save" in report or "blob written by: pickle" in report
+
+
+@pytest.mark.parametrize(
+    "path", [DATA / "net_cuda-2022-08-01-2c672c6.pkl", DATA / "net_cuda-2025-01-31-4b22181.pkl"]
+)
+def test_real_files_from_2022_on_load(path):
+    """skorch.toy.MLPModule is on the published list; the net was trained on CUDA. (The older
+    files name skorch.dataset.CVSplit and torch's thnn backend: legacy.py's renames.)"""
+    with pytest.warns(UserWarning):  # skorch's DeviceWarning: no CUDA here
+        loaded = skorch_loadfix.load(path)
+    width = next(m.in_features for m in loaded.module_.modules() if hasattr(m, "in_features"))
+    assert loaded.predict(np.zeros((3, width), dtype="float32")).shape == (3,)
