@@ -79,7 +79,7 @@ class Symbolic(Rules):
     def find_class(self, module: str, name: str) -> Any:
         self.audit.findings.seen[self.level].add(translated(module, name))
         if self.torch_stream and module == "torch" and name.endswith("Storage"):
-            return Opaque.__new__(_StorageType)  # torch's wrapper answers these itself
+            return _StorageType()  # torch's wrapper answers these itself, not find_class
         return super().find_class(module, name)
 
     def refused_global(self, refused: Refused) -> Any:
@@ -169,8 +169,11 @@ class Symbolic(Rules):
     del _name, _method
 
 
-class _StorageType(Opaque):
-    """torch's ``StorageType``: named inside torch streams, pushed, never called."""
+class _StorageType:
+    """torch's ``StorageType``: named inside torch streams, pushed, never called or built.
+
+    Not ``Opaque``: nothing was refused, so every rule still applies to it.
+    """
 
 
 class Audit:
