@@ -160,6 +160,23 @@ def test_strict_refuses_every_nested_payload(marker, net, line, level, weights_o
     assert not_refused(found) == {}
 
 
+@pytest.mark.parametrize("level", [BLOB_LEVEL, TENSORS])
+def test_weights_only_refuses_every_nested_payload(marker, net, level):
+    """apply() with weights_only=True, not strict: the blob is ours to restrict; tensor streams
+    go to torch's own weights-only unpickler, as unpatched skorch 1.2-1.4 send them."""
+    skorch_loadfix.apply()
+    try:
+        with skorch_loadfix.torch_load_kwargs(weights_only=True):
+            found = outcomes(marker, net, level, pickle.loads)
+    finally:
+        skorch_loadfix.revert()
+    found = {  # a tensor stream's refusal is torch's, in its words; still nothing ran
+        family: "refused" if outcome.startswith("UnpicklingError: Weights only load") else outcome
+        for family, outcome in found.items()
+    }
+    assert not_refused(found) == {}
+
+
 @pytest.mark.parametrize("level", LEVELS)
 def test_every_payload_runs_when_loaded_unguarded(marker, net, level):
     """The control: each payload is live, so the refusals above are what stop it."""
