@@ -414,22 +414,20 @@ def test_text_file_is_a_clear_error(tmp_path):
         skorch_loadfix.load(text)
 
 
-def test_strict_restricts_even_under_weights_only_false(net):
+@pytest.mark.parametrize(
+    ("strict", "error", "message"),
+    [
+        (True, UntrustedPickleError, "no_such_module.thing: not allowed"),
+        (False, ModuleNotFoundError, "no_such_module"),  # the control: weights_only=False is trust
+    ],
+)
+def test_strict_restricts_even_under_weights_only_false(net, strict, error, message):
     """strict audits and restricts the blob whatever weights_only says: the file can't opt out."""
     data = placed(b"cno_such_module\nthing\n.", BLOB_LEVEL, net, net.__getstate__())
-    skorch_loadfix.apply(strict=True)
+    skorch_loadfix.apply(strict=strict)
     try:
         with (
-            pytest.raises(UntrustedPickleError, match="no_such_module.thing: not allowed"),
-            skorch_loadfix.torch_load_kwargs(weights_only=False),
-        ):
-            pickle.loads(data)
-    finally:
-        skorch_loadfix.revert()
-    skorch_loadfix.apply()  # the control: without strict, weights_only=False is trust
-    try:
-        with (
-            pytest.raises(ModuleNotFoundError, match="no_such_module"),
+            pytest.raises(error, match=message),
             skorch_loadfix.torch_load_kwargs(weights_only=False),
         ):
             pickle.loads(data)

@@ -24,6 +24,9 @@ from .unpickler import BLOB, Guarded
 from .verifier import BLOB_LEVEL, TENSORS, is_torch_save
 
 TENSOR_STREAM = "torch.storage._load_from_bytes"  # how a pickled tensor nests its bytes
+# From this size a blob holds tensors worth reading in place: below it, the copies cost less
+# than MemoryFile's Python-level reads.
+IN_PLACE_FROM = 1 << 20
 
 
 def restore(
@@ -73,7 +76,8 @@ class Reader:
         with guarding(self.where):
             if is_torch_save(blob):
                 return self._torch_load(io.BytesIO(blob), BLOB_LEVEL)  # type: ignore[no-any-return]
-            return self.unpickler(MemoryFile(blob), BLOB_LEVEL).load()  # type: ignore[no-any-return]
+            file = MemoryFile(blob) if len(blob) >= IN_PLACE_FROM else io.BytesIO(blob)
+            return self.unpickler(file, BLOB_LEVEL).load()  # type: ignore[no-any-return]
 
     def unpickler(self, file: Any, level: str, **kwargs: Any) -> Guarded:
         assert self.policy is not None

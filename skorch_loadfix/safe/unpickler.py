@@ -211,27 +211,29 @@ class Rules(pickle._Unpickler):
 
     def load_newobj(self) -> None:
         args = self.stack.pop()
-        cls = self.stack.pop()
-        if self._named.get(id(cls), Entry("", "function")).kind != "class":
-            self.refuse("NEWOBJ", cls, "only a class the policy names is created")
-        self.append(self._call("NEWOBJ", cls, args))
+        self.stack[-1] = self.create("NEWOBJ", self.stack[-1], args, {})
 
     def load_newobj_ex(self) -> None:
         kwargs = self.stack.pop()
         args = self.stack.pop()
-        cls = self.stack.pop()
+        self.stack[-1] = self.create("NEWOBJ_EX", self.stack[-1], args, kwargs)
+
+    def create(self, opcode: str, cls: Any, args: Any, kwargs: Any) -> Any:
+        """``cls.__new__(cls, *args)``, as NEWOBJ and NEWOBJ_EX do, for a class only."""
         if kwargs:
-            self.refuse("NEWOBJ_EX", cls, "keyword arguments to __new__ are not allowed")
+            self.refuse(opcode, cls, "keyword arguments to __new__ are not allowed")
         if self._named.get(id(cls), Entry("", "function")).kind != "class":
-            self.refuse("NEWOBJ_EX", cls, "only a class the policy names is created")
-        self.append(self._call("NEWOBJ", cls, args))
+            self.refuse(opcode, cls, "only a class the policy names is created")
+        return self._call("NEWOBJ", cls, args)
 
     def _instantiate(self, klass: Any, args: list[Any]) -> None:  # INST and OBJ
         self.append(self._call("INST/OBJ", klass, tuple(args)))
 
     def load_build(self) -> None:
         state = self.stack.pop()
-        inst = self.stack[-1]
+        self.build(self.stack[-1], state)
+
+    def build(self, inst: Any, state: Any) -> None:
         entry = self._created.get(id(inst))
         if entry is None or entry.kind != "class":
             self.refuse("BUILD", inst, "only an instance a call of this load created is built")

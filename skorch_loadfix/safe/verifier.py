@@ -120,25 +120,14 @@ class Symbolic(Rules):
                     self.audit.findings.nets.append(inst)
                 self.audit.blob(state[key])
 
-    def load_build(self) -> None:
-        if isinstance(self.stack[-2], Opaque):
-            self._follow_blob(None, self.stack.pop())
-            return
-        super().load_build()
+    def build(self, inst: Any, state: Any) -> None:
+        if isinstance(inst, Opaque):
+            self._follow_blob(None, state)
+        else:
+            super().build(inst, state)
 
-    def load_newobj(self) -> None:
-        if isinstance(self.stack[-2], Opaque):
-            del self.stack[-2:]
-            self.append(Opaque())
-            return
-        super().load_newobj()
-
-    def load_newobj_ex(self) -> None:
-        if isinstance(self.stack[-3], Opaque):
-            del self.stack[-3:]
-            self.append(Opaque())
-            return
-        super().load_newobj_ex()
+    def create(self, opcode: str, cls: Any, args: Any, kwargs: Any) -> Any:
+        return Opaque() if isinstance(cls, Opaque) else super().create(opcode, cls, args, kwargs)
 
     def _fill(self, opcode: str, kind: str, method: str, items: list[Any]) -> None:
         if not isinstance(self.stack[-1], Opaque):
@@ -157,16 +146,6 @@ class Symbolic(Rules):
 
     def storage(self, pid: tuple[Any, ...]) -> Any:
         return pid[1] if pid[0] == "module" else Made(Entry("torch.storage", "function"), pid)
-
-    # dispatch is looked up on the instance's class, by opcode byte
-    dispatch = dict(Rules.dispatch)
-    for _name, _method in [
-        ("BUILD", load_build),
-        ("NEWOBJ", load_newobj),
-        ("NEWOBJ_EX", load_newobj_ex),
-    ]:
-        dispatch[getattr(pickle, _name)[0]] = _method
-    del _name, _method
 
 
 class _StorageType:
