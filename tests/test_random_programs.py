@@ -90,7 +90,7 @@ def guard_alone(data: bytes) -> str:
     return "loaded"
 
 
-@settings(max_examples=150, deadline=None, suppress_health_check=list(HealthCheck))
+@settings(max_examples=100, deadline=None, suppress_health_check=list(HealthCheck))
 @given(st.lists(STEP, min_size=1, max_size=25))
 def test_random_programs(steps):
     data = b"\x80\x04" + b"".join(steps) + b"."
