@@ -21,6 +21,8 @@ from typing import Any
 
 import torch
 
+from .safe.hook import resolving
+
 
 def _names(text: str) -> frozenset[str]:
     return frozenset(text.split())
@@ -125,7 +127,8 @@ class Policy:
         trusted = module.split(".")[0] in _TRUSTED_PACKAGES or self.blocklist_only
         if trusted or f"{module}.{name}" in self.allow:
             try:
-                importlib.import_module(module)
+                with resolving():
+                    importlib.import_module(module)
             except (ImportError, ValueError, TypeError):  # no such module, or not a name
                 if raising:
                     raise

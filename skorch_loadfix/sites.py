@@ -23,6 +23,7 @@ from .blob import restore
 from .formats import BLOB
 from .inspection import blob_globals, refuse_untrusted
 from .load_kwargs import checked, effective, is_strict
+from .safe.hook import guarding
 from .status import CallSite
 
 NEWEST_TESTED_SKORCH = Version("1.4.0")
@@ -124,7 +125,10 @@ def _setstate(net_module: types.ModuleType, fallback: Fallback) -> Wrapper:
         if strict:
             refuse_untrusted(blob_globals(state[BLOB]), policy, where)
         guarded = weights_only or strict  # else the caller trusts the file: upstream's reading
-        restore(net_module, net, state, load_kwargs, where, policy if guarded else None)
+        if not guarded:
+            return restore(net_module, net, state, load_kwargs, where, None)
+        with guarding(where):
+            restore(net_module, net, state, load_kwargs, where, policy)
 
     return setstate
 

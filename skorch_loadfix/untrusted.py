@@ -30,12 +30,13 @@ def load(file: File, *, allow: Iterable[object] = ()) -> Any:
     from .allowlist import policy
     from .guarded import GuardedUnpickler
     from .inspection import read_file, refuse_untrusted, unreadable
+    from .safe.hook import guarding
 
     where = "skorch_loadfix.load()"
     trusted = policy(allow)
     data = _read(file, where)
     refuse_untrusted(read_file(data)[1], trusted, where)
-    with unreadable():  # allowed globals, but not a net's state, say
+    with unreadable(), guarding(where):  # unreadable: allowed globals, not a net's state, say
         return GuardedUnpickler(io.BytesIO(data), trusted, where).load()
 
 

@@ -1,0 +1,1 @@
+"""The restricted loading of pickled nets from files you don't trust."""
