@@ -97,7 +97,7 @@ class RefusedEvent(UntrustedPickleError):
     """An audit event a guarded load raised that no pickled net needs."""
 
     def __init__(self, where: str, event: str, args: tuple[Any, ...]) -> None:
-        described = ", ".join(_describe(arg) for arg in args[:2])
+        described = ", ".join(describe(arg) for arg in args[:2])
         self.event = event
         self.refused = {event: described}
         pickle.UnpicklingError.__init__(  # the message is not one about globals
@@ -156,12 +156,13 @@ def _audit(event: str, args: tuple[Any, ...]) -> None:
     if not _running:
         return
     where = _where.get()
-    if where is None or not _refused(event, args):
+    if where is None or not refused(event, args):
         return
     raise RefusedEvent(where, event, args)
 
 
-def _refused(event: str, args: tuple[Any, ...]) -> bool:
+def refused(event: str, args: tuple[Any, ...]) -> bool:
+    """Whether a guarded load may not raise this event; shared with the tests' recorder."""
     if event in _REFUSED:
         return True
     if event == "open":
@@ -184,7 +185,7 @@ def _reads_loaded_source(args: tuple[Any, ...]) -> bool:
     return any(isinstance(m, types.ModuleType) and vars(m).get("__file__") == path for m in modules)
 
 
-def _describe(arg: Any) -> str:
+def describe(arg: Any) -> str:
     """An argument, without calling anything the file may have chosen (no custom ``__repr__``)."""
     if isinstance(arg, (str, bytes, int, float, type(None))):
         text = repr(arg)
