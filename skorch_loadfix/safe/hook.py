@@ -48,7 +48,10 @@ _REFUSED = frozenset(
         "gc.get_referents",
         "urllib.Request",  # network
         "webbrowser.open",
-        "ctypes.dlopen",  # listed too, though "ctypes." below covers it
+        # CPython audits setting only special attributes: __code__, __defaults__ of functions,
+        # __bases__, __name__ of classes. Rewriting code in place; no net load does it.
+        "object.__setattr__",
+        "object.__delattr__",
     }
 )
 _REFUSED_PREFIXES = (
@@ -76,13 +79,13 @@ _REFUSED_PREFIXES = (
     "_winapi.",
     "msvcrt.",
     "cpython.",  # run_file, run_command and the like
-    "object.",  # __getattr__ of __code__/tb_frame/gi_frame; __setattr__ of __code__,
-    # __defaults__, __bases__, __name__...: CPython audits only these special attributes
     "sys.",  # addaudithook (no second hook stacked by a gadget), settrace, setprofile,
     # excepthook, unraisablehook, _current_frames; but see _ALLOWED
 )
-# sys._getframe hands out frames and so f_globals, but a function's __globals__ hands out
-# the same without any event; typing and logging call it, so refusing it buys nothing.
+# Not refused, reading: sys._getframe and object.__getattr__ (a function's __code__, a
+# traceback's tb_frame). Frames and code run nothing without exec or function.__new__, which
+# are refused; a function's __globals__ hands out as much without any event; and
+# inspect.signature reads __code__ (scikit-learn's parameter validation, on any call).
 _ALLOWED = frozenset({"sys._getframe", "sys._getframemodulename"})
 
 _where: contextvars.ContextVar[str | None] = contextvars.ContextVar(
@@ -115,15 +118,15 @@ def guarding(where: str) -> Iterator[None]:
     """Refuse, in this context only, the events no net load raises; ``where`` names the load."""
     global _running
     _install()
-    token = _where.set(where)
     with _lock:
         _running += 1
+    token = _where.set(where)  # nothing between here and try: an event there would leak it
     try:
         yield
     finally:
+        _where.reset(token)
         with _lock:
             _running -= 1
-        _where.reset(token)
 
 
 @contextlib.contextmanager
