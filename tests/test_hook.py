@@ -17,12 +17,13 @@ import skorch.utils
 from audit_recorder import recording
 from conftest import run_python
 from models import fit
+from payloads import _call, _g, marker_code
 from sklearn.pipeline import Pipeline
 from sklearn.preprocessing import StandardScaler
 from skorch.callbacks import EpochScoring
 
 import skorch_loadfix
-from skorch_loadfix import UntrustedPickleError, sites
+from skorch_loadfix import UntrustedPickleError, inspection, sites
 from skorch_loadfix.demo_model import Block, Model
 from skorch_loadfix.formats import BLOB, WRITERS, dumps, dumps_state
 from skorch_loadfix.safe import hook
@@ -298,7 +299,8 @@ def test_legit_nets_raise_no_refused_event(legit_files, mode):
 
 
 def test_first_guarded_load_in_a_fresh_interpreter_raises_no_refused_event(tmp_path):
-    """torch.load imports a module the first time it runs; the hook imports it first."""
+    """torch.load imports a module the first time it runs, and pickle's text opcodes their
+    codecs; the hook imports them first."""
     fit_code = """
         import pickle, sys
         from models import fit
@@ -313,7 +315,10 @@ def test_first_guarded_load_in_a_fresh_interpreter_raises_no_refused_event(tmp_p
         for path in sys.argv[1:]:
             skorch_loadfix.load(path, allow=[Model, Block])
     """
-    files = [str(path), *(str(CORPUS / name) for name in corpus() if corpus_loads(name))]
+    text = tmp_path / "protocol0.pkl"  # text opcodes: their codecs are imported on first use
+    text.write_bytes(pickle.dumps({"text": "é", "bytes": b"\xff"}, protocol=0))
+    corpus_files = (str(CORPUS / name) for name in corpus() if corpus_loads(name))
+    files = [str(path), str(text), *corpus_files]
     result = run_python(load_code, *files)
     assert result.returncode == 0, result.stderr
 
@@ -391,3 +396,39 @@ def test_strict_blob_read_refuses_a_flawed_allowlisted_function(
     finally:
         skorch_loadfix.revert()
     assert flawed.exists() is not hooked
+
+
+def cached_call_chain(marker: Path) -> bytes:
+    """Issue 9's chain, naming only allowed globals: exec reached through call results.
+
+    _cached_call(None, est, "__getattribute__", name) is getattr(est, name), and
+    _cached_call(d, None, key) is d[key]. BUILD gives the function noop a __sklearn_tags__
+    (OneClassSVM's) so that it passes as an estimator; then noop.__globals__["__builtins__"]
+    ["exec"] comes back from calls, and REDUCE calls it.
+    """
+    cached_call = _g("sklearn.metrics._scorer", "_cached_call")
+    svm = _call(_g("sklearn.svm", "OneClassSVM"))
+    tags = _call(cached_call, b"N", svm, "__getattribute__", "__sklearn_tags__")
+    noop = _g("skorch.utils", "noop") + b"(V__sklearn_tags__\n" + tags + b"db"
+    module_globals = _call(cached_call, b"N", noop, "__getattribute__", "__globals__")
+    builtins = _call(cached_call, module_globals, b"N", "__builtins__")
+    exec_ = _call(cached_call, builtins, b"N", "exec")
+    return _call(exec_, marker_code(marker)) + b"."
+
+
+@pytest.mark.parametrize("hooked", [True, False], ids=["hooked", "control"])
+def test_the_cached_call_chain_is_stopped_by_the_hook_alone(tmp_path, monkeypatch, hooked):
+    """With today's static audit switched off (it happens to choke on this file), the chain
+    runs through the guarded unpickler's allowlist; the hook stops it at compile."""
+    marker = tmp_path / "marker"
+    monkeypatch.setattr(inspection, "refuse_untrusted", lambda *args: None)
+    monkeypatch.setattr(inspection, "read_file", lambda data: (None, {}))
+    if not hooked:
+        monkeypatch.setattr(hook, "guarding", lambda where: contextlib.nullcontext())
+    with (
+        pytest.raises(UntrustedPickleError, match=r"tried compile\(")
+        if hooked
+        else (contextlib.nullcontext())
+    ):
+        skorch_loadfix.load(io.BytesIO(cached_call_chain(marker)))
+    assert marker.exists() is not hooked

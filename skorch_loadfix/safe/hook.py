@@ -18,6 +18,7 @@ rules' job alone.
 
 from __future__ import annotations
 
+import codecs
 import contextlib
 import contextvars
 import os
@@ -148,9 +149,12 @@ def _install() -> None:
     with _lock:
         if _installed:
             return
-        # torch.load imports these the first time it runs, inside the first guarded load.
+        # What the first guarded load would import inside the guard: torch.load's config
+        # module, and the codecs pickle's text opcodes decode with (protocols 0-2).
         with contextlib.suppress(ImportError):
             import torch.utils.serialization.config  # noqa: F401
+        for encoding in ("raw_unicode_escape", "unicode_escape", "ascii", "latin1", "utf-8"):
+            codecs.lookup(encoding)
         sys.addaudithook(_audit)
         _installed = True
 
