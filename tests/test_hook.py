@@ -16,8 +16,8 @@ import pytest
 import skorch.utils
 from audit_recorder import recording
 from conftest import run_python
+from gadget_chain import cached_call_chain
 from models import fit
-from payloads import _call, _g, marker_code
 from sklearn.pipeline import Pipeline
 from sklearn.preprocessing import StandardScaler
 from skorch.callbacks import EpochScoring
@@ -396,24 +396,6 @@ def test_strict_blob_read_refuses_a_flawed_allowlisted_function(
     finally:
         skorch_loadfix.revert()
     assert flawed.exists() is not hooked
-
-
-def cached_call_chain(marker: Path) -> bytes:
-    """Issue 9's chain, naming only allowed globals: exec reached through call results.
-
-    _cached_call(None, est, "__getattribute__", name) is getattr(est, name), and
-    _cached_call(d, None, key) is d[key]. BUILD gives the function noop a __sklearn_tags__
-    (OneClassSVM's) so that it passes as an estimator; then noop.__globals__["__builtins__"]
-    ["exec"] comes back from calls, and REDUCE calls it.
-    """
-    cached_call = _g("sklearn.metrics._scorer", "_cached_call")
-    svm = _call(_g("sklearn.svm", "OneClassSVM"))
-    tags = _call(cached_call, b"N", svm, "__getattribute__", "__sklearn_tags__")
-    noop = _g("skorch.utils", "noop") + b"(V__sklearn_tags__\n" + tags + b"db"
-    module_globals = _call(cached_call, b"N", noop, "__getattribute__", "__globals__")
-    builtins = _call(cached_call, module_globals, b"N", "__builtins__")
-    exec_ = _call(cached_call, builtins, b"N", "exec")
-    return _call(exec_, marker_code(marker)) + b"."
 
 
 @pytest.mark.parametrize("hooked", [True, False], ids=["hooked", "control"])
