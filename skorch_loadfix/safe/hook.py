@@ -8,7 +8,8 @@ this context, the events no legit net load raises are refused with
 ``UntrustedPickleError``. Which those are was measured, not guessed: a legit
 ``load()`` and a patched ``pickle.load`` of real nets (skorch 1.0.0, 1.1.0, 1.4.0,
 the corpus files) raise none of them once imports are done (``resolving()``);
-``tests/test_hook.py`` keeps it so.
+``tests/test_hook.py`` keeps it so. A loader opens (or maps) its file before it
+enters ``guarding()``: inside, ``open`` and ``mmap`` are refused like any other.
 
 What the hook cannot see: CPython raises no event for an ordinary attribute set on
 a class or a function's ``__dict__`` (class patching through BUILD), for reading
