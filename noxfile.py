@@ -17,7 +17,7 @@ nox.options.reuse_existing_virtualenvs = True
 MATRIX_ARGS = ["-n", "2", "--dist", "worksteal", "--ignore=tests/test_activation.py"]
 SKORCH = ["0.12.1", "0.14.0", "1.0.0", "1.1.0", "1.2.0", "1.3.1", "1.4.0"]
 TORCH = ["2.5.1", "2.13.0"]
-TEST_DEPS = ["pytest", "pytest-xdist", "numpy", "pandas"]
+TEST_DEPS = ["pytest", "pytest-xdist", "hypothesis", "numpy", "pandas"]
 # What skorch's own test_net.py needs that this project's tests don't.
 SUITE_DEPS = ["flaky", "safetensors"]
 SUITE = ["1.0.0", "1.1.0", "1.4.0"]  # skorch releases whose own test_net.py runs patched
