@@ -556,6 +556,7 @@ def policy(allow: Iterable[object] = (), *, imported_components: bool = False) -
         if blocked(name):
             raise ValueError(f"allow: {name} is on the hard blocklist and cannot be allowed")
         names[name] = obj
+    table()  # read now: the audit hook refuses open() inside a guarded load
     return Policy(names, imported_components)
 
 
