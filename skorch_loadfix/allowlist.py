@@ -21,6 +21,8 @@ from typing import Any
 
 import torch
 
+from .legacy import translated
+
 
 def _names(text: str) -> frozenset[str]:
     return frozenset(text.split())
@@ -49,7 +51,7 @@ BLOCKED_NAMES = frozenset(
 
 # Functions real pickled nets reference, each harmless whatever it is called with.
 _FUNCTIONS = _names(
-    """builtins.print functools.partial _codecs.encode
+    """builtins.print functools.partial _codecs.encode skorch_loadfix.stand_ins.no_backend
     skorch.setter.optimizer_setter skorch.callbacks.logging.rename_tensorboard_key
     skorch.utils.noop skorch.utils.to_numpy skorch.utils.to_tensor skorch.utils._identity
     skorch.utils._indexing_dict skorch.utils._indexing_list_tuple_of_data
@@ -65,7 +67,13 @@ _TYPES = _names(
     collections.OrderedDict collections.defaultdict collections.Counter collections.deque
     numpy.ndarray numpy.dtype torch.utils.data.dataloader.DataLoader"""
 )
-_TRUSTED_PACKAGES = ("torch", "skorch", "sklearn", "numpy")  # importing these runs nothing new
+_TRUSTED_PACKAGES = (
+    "torch",
+    "skorch",
+    "sklearn",
+    "numpy",
+    "skorch_loadfix",
+)  # importing these runs nothing new
 _TENSOR_PACKAGES = ("torch.nn", "torch.optim")
 
 
@@ -98,7 +106,7 @@ class Policy:
 
     def refusal(self, module: str, name: str) -> str | None:
         """Why ``module.name`` may not be resolved, or None if it may. Runs nothing."""
-        module, name = python3_name(module, name)
+        module, name = translated(*python3_name(module, name))
         full = f"{module}.{name}"
         if blocked(full):
             return "blocked: it can run code, touch files or unpickle again"
@@ -118,7 +126,7 @@ class Policy:
 
     def resolve(self, module: str, name: str) -> Any:
         """The object ``module.name`` names; only after ``refusal`` returned None."""
-        return self._lookup(*python3_name(module, name), raising=self.blocklist_only)
+        return self._lookup(*translated(*python3_name(module, name)), raising=self.blocklist_only)
 
     def _lookup(self, module: str, name: str, *, raising: bool = False) -> Any:
         """The object, importing only trusted packages and allowed names; else None."""

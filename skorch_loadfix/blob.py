@@ -24,6 +24,7 @@ import torch
 from .allowlist import Policy, python3_name
 from .errors import UntrustedPickleError
 from .formats import BLOB
+from .legacy import upgrade_state
 from .unpickling import MemoryFile, Unpickler
 
 ZIP_MAGIC = b"PK\x03\x04"
@@ -43,6 +44,7 @@ def restore(
     policy: Policy | None,
 ) -> None:
     """What ``NeuralNet.__setstate__`` does, reading the blob with ``Reader``."""
+    upgrade_state(net, state)
     # skorch's own device logic, so its DeviceWarnings stay as they were.
     map_location = net_module.get_map_location(state["device"])
     state["device"] = net._check_device(state["device"], map_location)
