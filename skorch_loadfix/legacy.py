@@ -213,6 +213,8 @@ def _params_to_validate(state: dict[str, Any]) -> None:
             state.setdefault(name, value)
         state["_params_to_validate"] = set(kwargs)
     elif "_params_to_validate" not in state:
+        # The blob may hold some (skorch 0.6-0.10 put `criterion__*` there): set_params
+        # adds each again when it is set, so only initialize() checks fewer names.
         state["_params_to_validate"] = {
             name for name in state if "__" in name and not name.startswith("_")
         }
