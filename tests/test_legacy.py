@@ -274,7 +274,11 @@ def test_skorch_05_state_loads_and_predicts():
     )
     assert old._params_to_validate == {"criterion__reduction"}
     assert old.history_[:, "valid_acc"] == net.history_[:, "valid_acc"]
-    assert old.use_caching == "auto" and old.predict_nonlinearity == "auto"
+    defaults = legacy.init_defaults(type(net))  # what this release's constructor says
+    assert {name: getattr(old, name) for name in ADDED_SINCE_05 if name in defaults} == {
+        name: defaults[name] for name in ADDED_SINCE_05 if name in defaults
+    }
+    assert "predict_nonlinearity" in defaults
     assert set(old.cuda_dependent_attributes_) == {"module_", "criterion_", "optimizer_"}
     again = pickle.loads(pickle.dumps(old)) if READS_PICKLE_BLOBS else old
     np.testing.assert_array_equal(again.predict_proba(X), net.predict_proba(X))
