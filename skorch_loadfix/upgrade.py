@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import functools
 import inspect
 import json
 import os
@@ -72,12 +73,16 @@ def upgrade_file(source: Path, target: Path, options: Options) -> str:
     if target.exists() and not options.force:
         raise UsageError(f"{target} exists; pass --force to replace it")
     net = _load(source, options)
-    if options.format == "pickle":
-        data = pickle.dumps(net)
-        _refuse_stand_ins(data)
-        write_atomically(target, lambda path: path.write_bytes(data))
-    else:
-        write_atomically(target, lambda folder: _save_params(net, folder), folder=True)
+    try:
+        if options.format == "pickle":
+            data = pickle.dumps(net)
+            _refuse_stand_ins(data)
+            write_atomically(target, lambda path: path.write_bytes(data))
+        else:
+            write_atomically(target, lambda folder: _save_params(net, folder), folder=True)
+    except OSError as exc:
+        why = _first_line(exc)
+        raise UpgradeError(f"could not write {target} ({why}); left as it was") from exc
     summary = f"{_describe(net)} as the installed skorch's {options.format}"
     if options.check:
         summary += f"; {check(net, target, options.format)}"
@@ -102,7 +107,8 @@ def _load(source: Path, options: Options) -> Any:
     except skorch_loadfix.UntrustedPickleError as exc:
         raise UpgradeError(f"load() refuses it: {exc} (or pass --trusted)") from exc
     except (pickle.UnpicklingError, EOFError, ValueError) as exc:
-        raise UpgradeError(f"not a readable pickle: {_first_line(exc)}") from exc
+        why = _first_line(exc).removeprefix("UnpicklingError: not a readable pickle ")
+        raise UpgradeError(f"not a readable pickle: {why}") from exc
     except (AttributeError, ImportError) as exc:
         raise UpgradeError(
             f"it needs something this Python cannot import ({_first_line(exc)}): install "
@@ -127,7 +133,10 @@ def _applied() -> Iterator[None]:
 
 
 def _refuse_stand_ins(data: bytes) -> None:
-    if b"skorch_loadfix" in data:
+    from . import stand_ins
+
+    # Module names are plain text in every pickle protocol, and torch.save zips are stored.
+    if stand_ins.__name__.encode() in data:
         raise UpgradeError(
             "the net holds a skorch-loadfix stand-in (skorch 0.5's filtered_optimizer); "
             "without skorch-loadfix nothing could read the result. Rebuild the net with "
@@ -159,10 +168,17 @@ def _save_params(net: Any, folder: Path) -> None:
 def _unfitted(net: Any) -> Any:
     from sklearn.base import clone
 
-    return clone(net)
+    # Loading turned `device` into a torch.device; safetensors takes only its name.
+    return clone(net).set_params(device=str(net.device))
 
 
 def _jsonable(value: Any) -> Any:
+    """The value, a class or function by its name, a partial by its parts, else its repr."""
+    if isinstance(value, functools.partial):
+        kwargs = {k: _jsonable(v) for k, v in value.keywords.items()}
+        return {"partial": _jsonable(value.func), "args": _jsonable(value.args), **kwargs}
+    if inspect.isclass(value) or inspect.isfunction(value):
+        return {"global": f"{value.__module__}.{value.__qualname__}"}
     try:
         json.dumps(value)
     except (TypeError, ValueError):
