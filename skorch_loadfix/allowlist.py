@@ -113,8 +113,12 @@ class Policy:
         if any(part.startswith("__") and part.endswith("__") for part in full.split(".")):
             return "blocked: it reaches a dunder (a __main__ module, an object's internals)"
         obj = self._lookup(module, name)
-        if obj is None:  # with the blocklist only, resolve() raises what pickle would
-            return None if self.blocklist_only else "not allowed"
+        if obj is None and self.blocklist_only:  # resolve() raises what pickle would
+            return None
+        if obj is None and f"{module}.{name}" in self.allow:
+            return "not found: no such module or attribute here; install or define it first"
+        if obj is None:
+            return "not allowed"
         if isinstance(obj, types.ModuleType):
             return "blocked: it is a module"
         canonical = canonical_name(obj)

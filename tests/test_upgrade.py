@@ -8,6 +8,7 @@ imports skorch_loadfix.
 import json
 import os
 import pickle
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -17,6 +18,7 @@ from corpus_reference import EXPECTED, corpus_input
 from models import TORCH_DEFAULTS_TO_WEIGHTS_ONLY, ModelWithUnlisted, X, fit
 from test_legacy import FILES, READS_PICKLE_BLOBS, YEARS
 
+import skorch_loadfix
 from skorch_loadfix.__main__ import main
 
 pytestmark = [
@@ -177,3 +179,37 @@ def test_usage_errors(tmp_path):
     assert main(["upgrade", str(tmp_path / "missing.pkl"), str(tmp_path / "o")]) == 2
     assert main(["upgrade", str(tmp_path), str(tmp_path / "o")]) == 2  # a folder takes --out
     assert main(["upgrade", str(tmp_path), "--out", str(tmp_path)]) == 2
+
+
+GONE_MODULE = """
+import torch
+
+
+class GoneModule(torch.nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.linear = torch.nn.Linear(4, 2)
+
+    def forward(self, x):
+        return self.linear(x)
+"""
+
+
+def test_net_whose_module_class_is_gone_names_it_and_what_to_do(tmp_path, monkeypatch, capsys):
+    """pickle itself fails with ModuleNotFoundError; upgrade and load() say what to do."""
+    (tmp_path / "gone_module.py").write_text(GONE_MODULE)
+    monkeypatch.syspath_prepend(str(tmp_path))
+    import gone_module
+
+    source = tmp_path / "net.pkl"
+    source.write_bytes(pickle.dumps(fit(gone_module.GoneModule)))
+    (tmp_path / "gone_module.py").unlink()
+    monkeypatch.delitem(sys.modules, "gone_module")
+    with pytest.raises(ModuleNotFoundError, match="gone_module"):
+        pickle.loads(source.read_bytes())
+    assert upgrade(source, tmp_path / "out.pkl", "--trusted") == 1
+    err = capsys.readouterr().err
+    assert "No module named 'gone_module'" in err
+    assert "install or define the module or class the net was built with" in err
+    with pytest.raises(skorch_loadfix.UntrustedPickleError, match="install or define it"):
+        skorch_loadfix.load(source, allow=["gone_module.GoneModule"])
