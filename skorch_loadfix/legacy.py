@@ -27,6 +27,7 @@ import importlib
 import inspect
 import sys
 import types
+import weakref
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -162,12 +163,22 @@ def upgrade_state(net: Any, state: dict[str, Any]) -> None:
             vars(obj).setdefault(name, default)
 
 
+# Every load of a net asks, and signatures are slow to read; classes may be made and dropped.
+_defaults: weakref.WeakKeyDictionary[type, dict[str, Any]] = weakref.WeakKeyDictionary()
+
+
 def init_defaults(cls: type) -> dict[str, Any]:
     """Each parameter with a default of the ``__init__``s ``cls`` runs, with that default.
 
     Every class of the MRO that defines one: ``NeuralNetClassifier.__init__`` takes
     most of ``NeuralNet``'s parameters as ``**kwargs``. A subclass's default wins.
     """
+    if cls not in _defaults:
+        _defaults[cls] = _read_defaults(cls)
+    return _defaults[cls]
+
+
+def _read_defaults(cls: type) -> dict[str, Any]:
     defaults: dict[str, Any] = {}
     for owner in reversed(cls.__mro__):
         init = vars(owner).get("__init__")
