@@ -24,6 +24,7 @@ def show_status() -> int:
     """Versions, what apply() would patch, how activation stands, and where the .pth is."""
     import skorch.net
 
+    from .legacy import TRANSLATIONS
     from .sites import plan
     from .status import installed_version
 
@@ -31,6 +32,9 @@ def show_status() -> int:
     print("apply() patches:")
     for patch in plan(skorch.net, installed_version("skorch") or "unknown"):
         print(f"  {patch.site}")
+    print("and translates these names that old pickled nets use:")
+    for old, new in TRANSLATIONS.items():
+        print(f"  {old} -> {new}")
     value = os.environ.get("SKORCH_LOADFIX", "")
     state = "on in this process and its children" if value == "1" else "off"
     print(f"SKORCH_LOADFIX={value!r}: auto-activation {state}")
