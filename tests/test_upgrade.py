@@ -5,6 +5,7 @@ test_legacy's controls); upgraded, each loads in a fresh interpreter that never
 imports skorch_loadfix.
 """
 
+import functools
 import json
 import os
 import pickle
@@ -13,9 +14,10 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 from conftest import run_python
 from corpus_reference import EXPECTED, corpus_input
-from models import TORCH_DEFAULTS_TO_WEIGHTS_ONLY, ModelWithUnlisted, X, fit
+from models import TORCH_DEFAULTS_TO_WEIGHTS_ONLY, ModelWithUnlisted, X, fit, y
 from test_legacy import FILES, READS_PICKLE_BLOBS, YEARS
 
 import skorch_loadfix
@@ -220,3 +222,23 @@ def test_net_whose_module_class_is_gone_names_it_and_what_to_do(tmp_path, monkey
     assert "install or define the module or class the net was built with" in err
     with pytest.raises(skorch_loadfix.UntrustedPickleError, match="install or define it"):
         skorch_loadfix.load(source, allow=["gone_module.GoneModule"])
+
+
+def test_net_holding_a_stand_in_is_not_upgraded(tmp_path, capsys):
+    """skorch 0.5's filtered optimizer loads only through skorch-loadfix's stand-ins."""
+    from skorch import NeuralNetClassifier
+
+    from skorch_loadfix import stand_ins
+    from skorch_loadfix.demo_model import Model
+
+    optimizer = functools.partial(
+        stand_ins.make_filtered_optimizer,
+        optimizer=torch.optim.SGD,
+        filter_fn=stand_ins.filter_requires_grad,
+    )
+    net = NeuralNetClassifier(Model, optimizer=optimizer, max_epochs=1, verbose=0).fit(X, y)
+    source, out = tmp_path / "net.pkl", tmp_path / "out.pkl"
+    source.write_bytes(pickle.dumps(net))
+    assert upgrade(source, out, "--trusted") == 1
+    assert "holds a skorch-loadfix stand-in" in capsys.readouterr().err
+    assert not out.exists()
