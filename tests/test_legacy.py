@@ -67,6 +67,8 @@ def unpatched_failure(path: Path) -> str | None:
         return None
     if TORCH_DEFAULTS_TO_WEIGHTS_ONLY:  # the whole blob goes to a weights-only torch.load
         return "Weights only load failed"
+    if year == "2025":  # torch.load of skorch >= 1.2's plain-pickle blob
+        return "Invalid magic number"
     if year == "2019":  # torch 1.0 pickled its Adam without `defaults`
         return "defaults"
     return None
