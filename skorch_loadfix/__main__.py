@@ -1,7 +1,7 @@
-"""``python -m skorch_loadfix``: the status; ``demo``: the bug and the fix; ``inspect``.
+"""``python -m skorch_loadfix``: the status; ``demo``; ``inspect``; ``upgrade``.
 
-Exit status: 0 success, 1 a patched load failed in the demo, 2 a usage error or a
-file ``inspect`` cannot read.
+Exit status: 0 success, 1 a patched load failed in the demo or a file ``upgrade``
+could not upgrade, 2 a usage error or a file ``inspect`` cannot read.
 """
 
 from __future__ import annotations
@@ -24,6 +24,7 @@ def show_status() -> int:
     """Versions, what apply() would patch, how activation stands, and where the .pth is."""
     import skorch.net
 
+    from .legacy import TRANSLATIONS
     from .sites import plan
     from .status import installed_version
 
@@ -31,6 +32,9 @@ def show_status() -> int:
     print("apply() patches:")
     for patch in plan(skorch.net, installed_version("skorch") or "unknown"):
         print(f"  {patch.site}")
+    print("and translates these names that old pickled nets use:")
+    for old, new in TRANSLATIONS.items():
+        print(f"  {old} -> {new}")
     value = os.environ.get("SKORCH_LOADFIX", "")
     state = "on in this process and its children" if value == "1" else "off"
     print(f"SKORCH_LOADFIX={value!r}: auto-activation {state}")
@@ -59,8 +63,8 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         prog="python -m skorch_loadfix",
         description="Without a command: versions, what apply() patches, activation state.",
-        epilog="Exit status: 0 success, 1 a patched load failed in the demo, "
-        "2 a usage error or a file inspect cannot read.",
+        epilog="Exit status: 0 success, 1 a patched load failed in the demo or a file "
+        "upgrade could not upgrade, 2 a usage error or a file inspect cannot read.",
     )
     commands = parser.add_subparsers(dest="command")
     commands.add_parser(
@@ -78,7 +82,22 @@ def main(argv: list[str] | None = None) -> int:
     )
     inspect.add_argument("file", type=Path)
     inspect.add_argument("--json", action="store_true", help="print JSON for machines")
+    from .upgrade import add_arguments
+
+    upgrade = commands.add_parser(
+        "upgrade",
+        help="re-save old pickled nets so the installed skorch reads them without this package",
+        description="Load IN (through load(), or --trusted) and write OUT as the installed "
+        "skorch writes it, atomically; or every file of a folder IN into --out FOLDER, with a "
+        "summary table. Exit status 1 if a file failed, 2 for a usage error (OUT exists "
+        "without --force, OUT is IN).",
+    )
+    add_arguments(upgrade)
     args = parser.parse_args(argv)
+    if args.command == "upgrade":
+        from .upgrade import run
+
+        return run(args)
     if args.command == "inspect":
         return inspect_command(args.file, as_json=args.json)
     if args.command == "demo":

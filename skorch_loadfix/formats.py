@@ -34,9 +34,14 @@ class _Pickler(pickle.Pickler):
 
 def dumps(net: Any, writer: Writer) -> bytes:
     """``pickle.dumps(net)`` with the blob written by ``torch.save`` or by ``pickle``."""
+    return dumps_state(net, getstate(net, writer))
+
+
+def getstate(net: Any, writer: Writer) -> dict[str, Any]:
+    """``net.__getstate__()`` with the blob written by ``torch.save`` or by ``pickle``."""
     if writer not in WRITERS:
         raise ValueError(f"writer must be one of {WRITERS}, not {writer!r}")
-    state = net.__getstate__()
+    state: dict[str, Any] = net.__getstate__()
     cuda_attributes = {k: v for k, v in net.__dict__.items() if k not in state}
     blob = io.BytesIO()
     if writer == "torch.save":
@@ -44,7 +49,7 @@ def dumps(net: Any, writer: Writer) -> bytes:
     else:
         pickle.dump(cuda_attributes, blob)
     state[BLOB] = blob.getvalue()
-    return dumps_state(net, state)
+    return state
 
 
 def dumps_state(net: Any, state: dict[str, Any]) -> bytes:

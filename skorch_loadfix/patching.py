@@ -21,6 +21,7 @@ from . import load_kwargs
 from .status import Status, installed_version
 
 if TYPE_CHECKING:
+    from .legacy import Alias, Translation
     from .sites import Patch
 
 _MISSING = object()  # the attribute was inherited, not in the class's own __dict__
@@ -29,6 +30,8 @@ _wanted = False
 _hook_registered = False
 _activated_by: str | None = None
 _layers: list[_Layer] = []
+_aliases: list[Alias] = []  # old names made to resolve (legacy.install), removed last-first
+_translations: tuple[Translation, ...] = ()
 
 
 @dataclass(eq=False)
@@ -98,10 +101,12 @@ def activate(
 
 def revert() -> None:
     """Remove exactly what ``apply()`` installed; safe to call twice or without it."""
-    global _wanted, _activated_by
+    global _wanted, _activated_by, _translations
     with _lock:
-        _wanted, _activated_by = False, None
+        _wanted, _activated_by, _translations = False, None, ()
         load_kwargs.set_process_default(None)
+        while _aliases:
+            _aliases.pop().remove()
         while _layers:
             _layers.pop().remove()
 
@@ -112,8 +117,10 @@ def is_applied() -> bool:
 
 
 def _patch_skorch(net_module: types.ModuleType) -> None:
+    from . import legacy
     from .sites import plan
 
+    global _translations
     with _lock:
         if not _wanted or _layers:
             return
@@ -121,6 +128,8 @@ def _patch_skorch(net_module: types.ModuleType) -> None:
             layer = _Layer(patch, patch.owner.__dict__.get(patch.attribute, _MISSING))
             layer.install()
             _layers.append(layer)
+        aliases, _translations = legacy.install()
+        _aliases.extend(aliases)
 
 
 def status() -> Status:
@@ -133,4 +142,5 @@ def status() -> Status:
             activated_by=_activated_by,
             strict=load_kwargs.is_strict(),
             sites=tuple(layer.patch.site for layer in _layers if layer.enabled),
+            translations=_translations,
         )

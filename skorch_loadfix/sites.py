@@ -18,6 +18,7 @@ from typing import Any
 import torch
 from packaging.version import Version
 
+from . import legacy
 from .formats import BLOB
 from .load_kwargs import checked, effective, is_strict
 from .safe.policy import policy as make_policy
@@ -72,6 +73,9 @@ def plan(net_module: types.ModuleType, skorch_version: str) -> list[Patch]:
     if not has_param:
         what = "accepts torch_load_kwargs=None, kept by get_params, clone and pickle"
         patches.append(patch("__init__", what, _init_with_param))
+    what = "fills in the `defaults` that optimizers pickled by torch 1.0 lack"
+    site = CallSite("torch.optim.Optimizer.__setstate__", what)
+    patches.append(Patch(torch.optim.Optimizer, "__setstate__", site, legacy.optimizer_setstate))
     return patches
 
 

@@ -4,6 +4,10 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from importlib import metadata
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from .legacy import Translation
 
 
 @dataclass(frozen=True)
@@ -25,6 +29,7 @@ class Status:
     activated_by: str | None
     strict: bool
     sites: tuple[CallSite, ...]
+    translations: tuple[Translation, ...] = ()  # old names that old pickled nets load by
 
     def __str__(self) -> str:
         lines = [
@@ -37,6 +42,9 @@ class Status:
         if self.applied and not self.sites:
             lines.append("  waiting for skorch.net to be imported")
         lines += [f"  {site}" for site in self.sites]
+        if self.translations:
+            lines.append("  old names, as pickled nets spell them:")
+            lines += [f"    {translation}" for translation in self.translations]
         return "\n".join(lines)
 
 

@@ -22,6 +22,7 @@ def test_status_lists_what_apply_patches_and_the_activation_state():
     done = run_python(CLI)
     assert done.returncode == 0, done.stderr
     assert "apply() patches:\n  NeuralNet.__setstate__: " in done.stdout
+    assert "skorch.dataset.CVSplit -> skorch.dataset.ValidSplit" in done.stdout
     assert "SKORCH_LOADFIX='': auto-activation off" in done.stdout
     assert "skorch_loadfix.pth: " in done.stdout
 

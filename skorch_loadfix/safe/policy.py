@@ -28,6 +28,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal, Protocol
 
+from .. import legacy
 from .hook import resolving
 
 Kind = Literal["class", "function", "constant"]
@@ -317,6 +318,8 @@ _HAND: list[Entry] = [
     *_entries("class", "torch.Size", args=_either(_shape(_ints), _shape())),
     *_entries("class", "torch.device", args=_either(_shape((str,)), _shape((str,), (int,)))),
     *_entries("class", "torch.utils.data.dataloader.DataLoader"),
+    # torch <= 1.x pickled each module's _backend as _get_thnn_function_backend(): see legacy.
+    *_entries("function", "skorch_loadfix.stand_ins.no_backend", args=_shape()),
     *_entries(
         "class",
         "sklearn.metrics._scorer._Scorer sklearn.metrics._scorer._PredictScorer "
@@ -350,9 +353,9 @@ _MOVED = {
     f"numpy.core.multiarray.{name}": f"numpy._core.multiarray.{name}"
     for name in ("_reconstruct", "scalar")
 }
-# Legacy renames plug in here: skorch_loadfix.legacy's table (another helper's) maps names a
-# removed skorch or torch wrote to their successors; every lookup goes through ``translated``.
-RENAMES: dict[str, str] = {}
+# Names a removed skorch or torch wrote, mapped to their successors or stand-ins (the same
+# table apply() installs for plain pickle.load); every lookup goes through ``translated``.
+RENAMES = legacy.TRANSLATIONS
 
 
 def translated(module: str, name: str) -> str:
@@ -467,7 +470,7 @@ class Policy:
             raise Refused(full, "not allowed")
         if obj is None:
             if importing or full.rpartition(".")[0] in sys.modules:
-                raise Refused(full, "not found in this install")
+                raise Refused(full, "not found in this install; install or define it first")
             return entry, None  # the audit imports nothing: the entry alone decides
         self._check_object(entry, obj)
         return entry, obj

@@ -17,6 +17,7 @@ import pickle
 import types
 from typing import IO, Any, cast
 
+from ..legacy import upgrade_state
 from .hook import guarding
 from .memoryfile import MemoryFile
 from .policy import Policy, translated
@@ -40,6 +41,7 @@ def restore(
     torch_streams: bool = False,
 ) -> None:
     """What ``NeuralNet.__setstate__`` does, reading the blob with ``Reader``."""
+    upgrade_state(net, state)
     # skorch's own device logic, so its DeviceWarnings stay as they were.
     map_location = net_module.get_map_location(state["device"])
     state["device"] = net._check_device(state["device"], map_location)

@@ -36,6 +36,7 @@ from collections.abc import Callable
 from typing import IO, Any, ClassVar, Protocol
 
 from ..errors import UntrustedPickleError
+from ..legacy import upgrade_optimizer_state
 from .memoryfile import MemoryFile
 from .policy import PARAMETER, STORAGE, TENSOR, Entry, Policy, Refused, table
 
@@ -420,6 +421,9 @@ class Guarded(Rules):
         if net_module is not None and isinstance(inst, net_module.NeuralNet):
             self._net.restore_net(inst, state)
             return
+        optim = sys.modules.get("torch.optim")
+        if optim is not None and isinstance(inst, optim.Optimizer):
+            upgrade_optimizer_state(inst, state)  # what apply() patches in for pickle.load
         setstate = getattr(type(inst), "__setstate__", None)
         if setstate is not None:
             setstate(inst, state)
