@@ -46,9 +46,16 @@ def workers_environment():
         patch.delenv("SKORCH_LOADFIX_KWARGS", raising=False)
         yield
     deadline = time.monotonic() + 30
-    while (left := psutil.Process().children(recursive=True)) and time.monotonic() < deadline:
+    while (left := cluster_processes()) and time.monotonic() < deadline:
         time.sleep(0.5)
     assert not left, f"the clusters left processes running: {[p.cmdline() for p in left]}"
+
+
+def cluster_processes() -> list[psutil.Process]:
+    """This interpreter's children, but for the resource trackers of multiprocessing and loky,
+    which any pool starts and which exit with this interpreter."""
+    children = psutil.Process().children(recursive=True)
+    return [p for p in children if "resource_tracker" not in " ".join(p.cmdline())]
 
 
 def test_importing_the_package_imports_neither_dask_nor_ray():
