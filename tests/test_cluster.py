@@ -207,6 +207,32 @@ def test_variable_before_the_workers_start():
 
 # Ray
 
+JOB = """
+    import ray, sys, models
+    from skorch_loadfix.ray import runtime_env
+
+    env = runtime_env() if sys.argv[1] == "patched" else None
+    ray.init(num_cpus=1, include_dashboard=False, log_to_driver=False, runtime_env=env)
+
+    @ray.remote
+    def predict(net):
+        import skorch_loadfix
+        return net.predict_proba(models.X).shape, skorch_loadfix.status().activated_by
+
+    try:
+        print(ray.get(predict.remote(models.fit())))
+    finally:
+        ray.shutdown()
+"""
+
+
+def test_ray_init_runtime_env_reaches_the_whole_job():
+    """First of the Ray tests: its own Ray, before the module's starts."""
+    unpatched = run_python(JOB, "control")
+    assert unpatched.returncode != 0 and UNPATCHED_FAILURE in unpatched.stderr
+    done = run_python(JOB, "patched")
+    assert done.stdout.splitlines()[-1:] == ["((32, 2), 'SKORCH_LOADFIX=1')"], done.stderr
+
 
 @pytest.fixture(scope="module")
 def ray_session():
