@@ -25,6 +25,7 @@ from sklearn.frozen import FrozenEstimator
 from sklearn.model_selection import FixedThresholdClassifier, GridSearchCV
 
 import skorch_loadfix
+from skorch_loadfix import load_kwargs
 from skorch_loadfix.dask import SkorchLoadfix
 from skorch_loadfix.ray import runtime_env
 
@@ -181,6 +182,33 @@ def test_plugin_rejects_bad_options_in_the_client():
         SkorchLoadfix(torch_load_kwargs={"map_location": "cpu"})
     with pytest.raises(TypeError, match="strict must be True or False"):
         SkorchLoadfix(strict="yes")  # type: ignore[arg-type]
+
+
+def test_workers_sharing_a_process_keep_the_patch_until_the_last_lets_go():
+    """LocalCluster(processes=False): each worker sets up its own copy of the plugin."""
+    first, second = SkorchLoadfix(), SkorchLoadfix()
+    first.setup(worker=None)
+    second.setup(worker=None)
+    first.teardown(worker=None)
+    assert skorch_loadfix.status().activated_by == "dask worker plugin"
+    second.teardown(worker=None)
+    assert not skorch_loadfix.is_applied()
+
+
+def test_teardown_restores_the_options_of_an_earlier_apply():
+    skorch_loadfix.apply(torch_load_kwargs={"weights_only": True}, strict=True)
+    try:
+        plugin = SkorchLoadfix(torch_load_kwargs=TRUSTED)
+        plugin.setup(worker=None)
+        assert (load_kwargs.process_default(), load_kwargs.is_strict()) == (TRUSTED, False)
+        plugin.teardown(worker=None)
+        assert skorch_loadfix.status().activated_by == "apply()"
+        assert (load_kwargs.process_default(), load_kwargs.is_strict()) == (
+            {"weights_only": True},
+            True,
+        )
+    finally:
+        skorch_loadfix.revert()
 
 
 def test_variable_before_the_workers_start():
