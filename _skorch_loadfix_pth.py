@@ -10,6 +10,10 @@ import os
 import sys
 
 VARIABLE = "SKORCH_LOADFIX"
+# apply()'s keyword arguments as JSON: the one way to pass them to workers that a cluster
+# manager (Ray, Spark) starts, which get an environment and nothing else of the user's.
+OPTIONS_VARIABLE = "SKORCH_LOADFIX_KWARGS"
+OPTIONS_EXAMPLE = '{"torch_load_kwargs": {"weights_only": true}, "strict": false}'
 _read = False
 
 
@@ -27,13 +31,46 @@ class _SkorchWatcher:
             _apply(self.activation)
 
 
+def options_from_environment() -> tuple[dict[str, object] | None, bool]:
+    """``SKORCH_LOADFIX_KWARGS``, checked: apply()'s ``torch_load_kwargs`` and ``strict``."""
+    text = os.environ.get(OPTIONS_VARIABLE, "")
+    if not text:
+        return None, False
+    import json
+
+    try:
+        options = json.loads(text)
+    except ValueError as exc:
+        raise ValueError(
+            f"{OPTIONS_VARIABLE} is not valid JSON ({exc}); set it to an object such as "
+            f"{OPTIONS_EXAMPLE}"
+        ) from None
+    kwargs = options.get("torch_load_kwargs") if isinstance(options, dict) else None
+    strict = options.get("strict", False) if isinstance(options, dict) else None
+    if (
+        not isinstance(options, dict)
+        or not set(options) <= {"torch_load_kwargs", "strict"}
+        or not isinstance(kwargs, (dict, type(None)))
+        or not isinstance(strict, bool)
+    ):
+        raise ValueError(
+            f"{OPTIONS_VARIABLE} must be a JSON object with apply()'s keyword arguments, "
+            f"'torch_load_kwargs' (an object) and 'strict' (true or false), such as "
+            f"{OPTIONS_EXAMPLE}; got {text!r}"
+        )
+    return kwargs, strict
+
+
 def _apply(activation: str) -> None:
     try:
         from skorch_loadfix.patching import activate
 
-        activate(activation)
+        kwargs, strict = options_from_environment()
+        activate(activation, kwargs, strict=strict)
     except Exception as exc:  # never break the user's import of skorch
-        sys.stderr.write(f"skorch-loadfix: could not apply the fix ({activation}): {exc!r}\n")
+        sys.stderr.write(
+            f"skorch-loadfix: could not apply the fix ({activation}): {type(exc).__name__}: {exc}\n"
+        )
 
 
 def activate_on_skorch_import(activation: str) -> None:

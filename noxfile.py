@@ -9,12 +9,14 @@ from pathlib import Path
 
 import nox
 
-nox.options.sessions = ["lint", "tests", "build"]
+nox.options.sessions = ["lint", "tests", "cluster", "build"]
 nox.options.reuse_existing_virtualenvs = True
 
 # test_activation.py builds venvs and worker pools: it runs once, on the newest torch.
 # worksteal: a few tests start fresh interpreters and take seconds, the rest milliseconds.
+# test_cluster.py needs dask and ray: the cluster session runs it.
 MATRIX_ARGS = ["-n", "2", "--dist", "worksteal", "--ignore=tests/test_activation.py"]
+MATRIX_ARGS += ["--ignore=tests/test_cluster.py"]
 SKORCH = ["0.12.1", "0.14.0", "1.0.0", "1.1.0", "1.2.0", "1.3.1", "1.4.0"]
 TORCH = ["2.5.1", "2.13.0"]
 TEST_DEPS = ["pytest", "pytest-xdist", "numpy", "pandas", "hypothesis"]
@@ -110,6 +112,18 @@ def skorch_suite(session: nox.Session, folders: dict[str, str]) -> None:
         with session.chdir(folders[skorch]):
             env = {"PYTHONPATH": folders[skorch]}
             session.run("pytest", *options, "skorch/tests/test_net.py", env=env)
+
+
+@nox.session
+def cluster(session: nox.Session) -> None:
+    """Real local Dask and Ray clusters, on the skorch where every unpatched load fails.
+
+    A venv of its own: dask and ray stay out of the matrix, which must show the base
+    install works without them. Serial: each cluster takes both cores itself.
+    """
+    session.install("--no-cache-dir", f"torch=={TORCH[-1]}")
+    session.install("skorch==1.1.0", "scikit-learn", "joblib", "pytest", ".[dask,ray]")
+    session.run("pytest", "-p", "no:cacheprovider", "--durations=5", "tests/test_cluster.py")
 
 
 @nox.session

@@ -82,6 +82,11 @@ def set_process_default(kwargs: Mapping[str, Any] | None, *, strict: bool = Fals
     _strict = strict
 
 
+def process_default() -> dict[str, Any] | None:
+    """A copy of the default ``apply()`` set, for whoever must put it back later."""
+    return None if _process_default is None else dict(_process_default)
+
+
 def is_strict() -> bool:
     return _strict
 
