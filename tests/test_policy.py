@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from skorch_loadfix.safe import published
-from skorch_loadfix.safe.policy import Policy, Refused, policy, table
+from skorch_loadfix.safe.policy import Policy, Refused, policy, table, translated
 
 
 def test_table_covers_what_the_generator_finds_here():
@@ -31,17 +31,14 @@ def test_every_entry_present_resolves_to_exactly_its_name():
         try:
             found, obj = Policy().entry(module, qualname, importing=True)
         except Refused as refused:
-            if refused.why == "not found in this install":
+            if refused.why.startswith("not found in this install"):
                 absent.append(name)  # another release's name; the test there checks it
             else:
                 wrong[name] = refused.why
             continue
         assert found.kind == entry.kind  # numpy.core.X is looked up as numpy._core.X
         if callable(obj):
-            assert f"{obj.__module__}.{obj.__qualname__}" in (
-                name,
-                name.replace("numpy.core.", "numpy._core."),
-            )
+            assert f"{obj.__module__}.{obj.__qualname__}" == translated(module, qualname)
         else:
             assert isinstance(obj, torch.dtype), name  # the only constants that are no callables
     assert wrong == {}
