@@ -22,8 +22,12 @@ _strict = False
 def checked(kwargs: object, where: str, *, in_memory: bool = False) -> dict[str, Any]:
     """Return ``kwargs`` as a dict, or fail naming ``where`` and the fix.
 
-    ``in_memory`` marks loads of bytes already in memory (a pickled net), which
-    cannot be memory-mapped and must use the reader's own unpickler.
+    Only what would crash is refused. Anything else skorch itself accepts goes to
+    ``torch.load`` verbatim (keys this package doesn't know, a ``weights_only`` that
+    is not a bool), so the patch never changes what skorch does with it; restrictions
+    follow ``bool(weights_only)``, as torch's own do. ``in_memory`` marks loads of bytes
+    already in memory (a pickled net), which cannot be memory-mapped and must use the
+    reader's own unpickler.
     """
     if not isinstance(kwargs, Mapping):
         raise TypeError(
@@ -35,12 +39,6 @@ def checked(kwargs: object, where: str, *, in_memory: bool = False) -> dict[str,
         raise ValueError(
             f"{where}: torch_load_kwargs must not contain 'map_location'; skorch maps "
             "tensors to the net's device, so set device=... on the net instead"
-        )
-    weights_only = kwargs.get("weights_only")
-    if weights_only is not None and not isinstance(weights_only, bool):
-        raise TypeError(
-            f"{where}: torch_load_kwargs['weights_only'] must be True or False, "
-            f"not {weights_only!r}"
         )
     if in_memory and kwargs.get("mmap"):
         raise ValueError(
