@@ -13,6 +13,7 @@ import skorch.utils
 import torch
 from models import (
     TORCH_DEFAULTS_TO_WEIGHTS_ONLY,
+    TORCH_WARNS_WITHOUT_WEIGHTS_ONLY,
     ModelWithUnlisted,
     Unlisted,
     X,
@@ -35,7 +36,9 @@ def expected_unpatched(writer: str) -> str:
     """What the installed skorch does with such a file on the installed torch."""
     if writer == "pickle" and hasattr(skorch.utils, "_TorchLoadUnpickler"):
         return "ok"
-    return "fails" if TORCH_DEFAULTS_TO_WEIGHTS_ONLY or writer == "pickle" else "warns"
+    if TORCH_DEFAULTS_TO_WEIGHTS_ONLY or writer == "pickle":
+        return "fails"
+    return "warns" if TORCH_WARNS_WITHOUT_WEIGHTS_ONLY else "ok"
 
 
 @pytest.mark.parametrize("writer", WRITERS)
