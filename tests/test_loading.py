@@ -19,6 +19,7 @@ from models import (
     X,
     fit,
     loads_recording,
+    needs_safe_globals,
     outcome,
     y,
 )
@@ -84,6 +85,7 @@ def test_weights_only_refuses_unlisted_global_in_blob(patched, writer):
         assert isinstance(pickle.loads(data).module_.extra, Unlisted)
 
 
+@needs_safe_globals
 @pytest.mark.parametrize("writer", WRITERS)
 def test_weights_only_loads_what_the_user_registered(patched, writer):
     data = dumps(fit(ModelWithUnlisted), writer)
