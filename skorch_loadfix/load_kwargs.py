@@ -60,15 +60,20 @@ def effective(
     fallback: Callable[[], Mapping[str, Any]],
     *,
     in_memory: bool = False,
+    skorch_passes_own: bool = False,
 ) -> dict[str, Any]:
     """The kwargs for one ``torch.load`` made on behalf of a net.
 
-    ``fallback`` returns the installed skorch's default.
+    ``fallback`` returns the installed skorch's default. ``skorch_passes_own``: the
+    installed skorch hands the net's own kwargs to this very ``torch.load``, so when
+    they decide they go as skorch would pass them, without ``weights_only`` filled in
+    (torch then picks its own default, as it would unpatched).
     """
     for source in (_caller.get(), net_kwargs, _process_default):
         if source is not None:
             kwargs = checked(source, where, in_memory=in_memory)
-            kwargs.setdefault("weights_only", fallback()["weights_only"])
+            if not (skorch_passes_own and source is net_kwargs):
+                kwargs.setdefault("weights_only", fallback()["weights_only"])
             return kwargs
     return dict(fallback())
 

@@ -1,6 +1,7 @@
 """Which kwargs each torch.load gets, and clear errors for kwargs that can't work."""
 
 import asyncio
+import inspect
 import pickle
 import threading
 from contextlib import contextmanager
@@ -210,3 +211,22 @@ def test_restrictions_follow_the_truth_of_weights_only(patched, tmp_path, weight
             pickle.loads(pickle.dumps(unlisted))
     else:
         pickle.loads(pickle.dumps(unlisted))
+
+
+def test_load_params_with_mmap_as_torch_decides(params_file):
+    """mmap=True maps a params file on torch >= 2.1; older torch refuses it as unpatched skorch."""
+    skorch_loadfix.apply()
+    try:
+        net = NeuralNetClassifier(Model, torch_load_kwargs={"mmap": True}).initialize()
+        patched = load_params_calls(net, params_file)
+    finally:
+        skorch_loadfix.revert()
+    # skorch >= 1.1 passes the net's own kwargs itself, as they are: so does the patch.
+    filled = {} if HAS_PARAM else {"weights_only": SKORCH_DEFAULT_WEIGHTS_ONLY}
+    assert patched[0] == [{"mmap": True, **filled}]
+    if "mmap" in inspect.signature(torch.load).parameters:
+        assert patched[1] == "loaded"
+    else:
+        assert "mmap" in patched[1]
+    if HAS_PARAM:  # the control: what unpatched skorch does with the same kwargs
+        assert load_params_calls(net, params_file) == patched
