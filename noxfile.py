@@ -57,16 +57,42 @@ COLUMNS = {
 OLDEST_DEPS = ["scikit-learn==1.5.2", "wrapt==1.14.1", "packaging==20.0", "pytest<9"]
 TEST_DEPS = ["pytest", "pytest-xdist", "numpy", "pandas"]
 # What skorch 1.4.0's own test modules import (its `testing` extra, less the hub ones), so
-# that none of its tests skips for a missing package.
+# that none of its tests skips for a missing package; sacred imports pkg_resources.
 SUITE_DEPS = [
-    *("flaky", "safetensors", "fire", "matplotlib", "gpytorch", "tensorboard"),
-    *("sacred", "wandb", "neptune", "mlflow", "transformers"),
+    *("flaky", "safetensors", "fire", "numpydoc", "matplotlib", "gpytorch", "tensorboard"),
+    *("sacred", "setuptools<82", "wandb", "neptune", "mlflow"),
 ]
-# skorch's own tests that can't run here, by name, with the reason.
+# mlflow >= 3.x refuses the file store skorch's MLflowLogger test uses, unless told.
+SUITE_ENV = {"MLFLOW_ALLOW_FILE_STORE": "true"}
+# skorch's own tests that can't run here, by node id prefix, with the reason.
 SUITE_DESELECT = {
-    "test_load_cuda_params_to_cpu": "needs net_cuda.pt/optimizer_cuda.pt, not shipped in the wheel",
-    "test_pickle_load": "needs net_cuda.pkl, not shipped in the wheel",
+    "skorch/tests/test_net.py::TestNeuralNet::test_load_cuda_params_to_cpu[": (
+        "needs net_cuda.pt/optimizer_cuda.pt, not shipped in the wheel"
+    ),
+    "skorch/tests/test_net.py::TestNeuralNet::test_pickle_load[": (
+        "needs net_cuda.pkl, not shipped in the wheel"
+    ),
+    "skorch/tests/test_dataset.py::TestGetLen::test_get_len_transformers_tokenizer": (
+        "downloads bert-base-uncased's tokenizer from the Hugging Face hub"
+    ),
+    "skorch/tests/test_dataset.py::TestNetWithTokenizers::": (
+        "downloads bert-base-uncased's tokenizer from the Hugging Face hub"
+    ),
 }
+# skorch 1.4.0's tests the patch fails on purpose: gpytorch's GP modules pickle bound methods,
+# i.e. builtins.getattr, into the blob, which weights_only=True (1.4.0's default) refuses
+# there (README, Known limits); unpatched 1.4.0 restricts only the tensor streams.
+SUITE_REFUSED = [
+    f"skorch/tests/test_probabilistic.py::{test}"
+    for test in (
+        "TestExactGPRegressor::test_pickling",
+        "TestExactGPRegressor::test_deepcopy",
+        "TestGPRegressorVariational::test_pickling",
+        "TestGPRegressorVariational::test_deepcopy",
+        "TestGPBinaryClassifier::test_pickle_error_msg",
+        "TestGPBinaryClassifier::test_deepcopy",
+    )
+]
 # Whole modules of 1.4.0's suite left out, with the reason.
 SUITE_IGNORE = {
     "skorch/tests/test_hf.py": "downloads tokenizers and models from the Hugging Face hub",
@@ -164,17 +190,17 @@ def suite(session: nox.Session) -> None:
     with discarded_in_ci(session):
         folders = install_matrix(session, REFERENCE_TORCH, GENERATIONS)
         session.install(*SUITE_DEPS)
-        deselect = f"not ({' or '.join(SUITE_DESELECT)})"
-        options = ["-q", "-n", "2", "--skorch-loadfix", "-p", "no:cacheprovider"]
-        options += ["-W", "ignore::DeprecationWarning", "-k", deselect]
-        for skorch in GENERATIONS:
+        options = ["-q", "-n", "2", "--skorch-loadfix", "-p", "no:cacheprovider", "-rfEs"]
+        options += ["-W", "ignore::DeprecationWarning"]
+        options += [f"--deselect={test}" for test in [*SUITE_DESELECT, *SUITE_REFUSED]]
+        for skorch in GENERATIONS:  # 1.4.0, the longest, last
             if skorch == "1.4.0":
                 modules = ["skorch/tests", *(f"--ignore={path}" for path in SUITE_IGNORE)]
             else:
                 modules = ["skorch/tests/test_net.py"]
             session.log(f"skorch {skorch}'s own {modules[0]}, patched, torch {REFERENCE_TORCH}")
             with session.chdir(folders[skorch]):
-                env = {"PYTHONPATH": folders[skorch]}
+                env = {"PYTHONPATH": folders[skorch], **SUITE_ENV}
                 session.run("pytest", *options, *modules, env=env)
 
 
