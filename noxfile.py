@@ -1,38 +1,110 @@
-"""Lint, the test matrix (skorch x torch x wrapt), skorch's own test suite, and the build.
+"""Lint, the test matrix (skorch x torch x wrapt), skorch's own test suites, and the build.
 
 Each torch version gets one venv; the skorch releases sit side by side in it, each
-in its own ``--target`` folder, and PYTHONPATH picks one per run. That keeps the
-matrix to two torch installs and lets any test write a pickle with another skorch.
+in its own ``--target`` folder, and PYTHONPATH picks one per run. That keeps one
+torch install per column and lets any test write a pickle with another skorch.
+
+The CI plan (``.ci/run`` on a fresh 2-core machine: under 60 minutes, limited disk):
+
+- ``tests(torch=...)``: on the reference torch (2.13.0, the CPU wheel CI has on disk) every
+  skorch release runs every test module, the release-independent ones (the audit hook,
+  the random programs) once on the newest skorch, then wrapt 1.17 and auto-activation.
+  The other columns run the core modules (round trips, warnings, patches, kwargs): every
+  release on 2.5.1 (the last torch that warns about ``weights_only``), one release per
+  load-path generation on the newest (2.14.1) and on the oldest (2.0.1, with 0.12.1 and the
+  oldest scikit-learn, wrapt and packaging pyproject allows, so that one column tests every
+  lower bound at once). The demo runs on the reference and the newest torch.
+- ``suite``: skorch's own tests with ``--skorch-loadfix``: every module 1.4.0 ships,
+  and ``test_net.py`` of 1.0.0 and 1.1.0.
+- ``cluster``: real local Dask and Ray clusters (their own venv).
+- Disk: with ``CI=true`` (``.ci/run`` sets it) a session deletes its venv when it
+  ends, so the peak is the biggest single venv (torch 2.14.1's CUDA build, about
+  6 GB) instead of their sum; torch never goes into pip's cache.
+
 """
 
+from __future__ import annotations
+
+import os
+import shutil
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import nox
 
-nox.options.sessions = ["lint", "tests", "cluster", "build"]
+# A list: sessions from elsewhere append their name.
+nox.options.sessions = ["lint", "tests", "suite", "cluster", "build"]
 nox.options.reuse_existing_virtualenvs = True
 
-# test_activation.py builds venvs and worker pools: it runs once, on the newest torch.
 # worksteal: a few tests start fresh interpreters and take seconds, the rest milliseconds.
-# test_cluster.py needs dask and ray: the cluster session runs it.
-MATRIX_ARGS = ["-n", "2", "--dist", "worksteal", "--ignore=tests/test_activation.py"]
-MATRIX_ARGS += ["--ignore=tests/test_cluster.py"]
+MATRIX_ARGS = ["-n", "2", "--dist", "worksteal"]
+# Run once, on REFERENCE_TORCH: they test this package, not a skorch or torch release.
+ONCE = ["tests/test_hook.py", "tests/test_property.py"]
+# test_activation.py builds venvs and worker pools (once, on REFERENCE_TORCH); test_cluster.py
+# needs dask and ray (the cluster session).
+ELSEWHERE = [*ONCE, "tests/test_activation.py", "tests/test_cluster.py"]
+# What every column runs: round trips, warnings, patches and kwargs on that torch.
+CORE = ["tests/test_loading.py", "tests/test_patching.py", "tests/test_kwargs.py"]
 SKORCH = ["0.12.1", "0.14.0", "1.0.0", "1.1.0", "1.2.0", "1.3.1", "1.4.0"]
-TORCH = ["2.5.1", "2.13.0"]
-TEST_DEPS = ["pytest", "pytest-xdist", "numpy", "pandas", "hypothesis"]
-# What skorch's own test_net.py needs that this project's tests don't.
-SUITE_DEPS = ["flaky", "safetensors"]
-SUITE = ["1.0.0", "1.1.0", "1.4.0"]  # skorch releases whose own test_net.py runs patched
 # One release per generation of load paths (no torch_load_kwargs; ignored by __setstate__;
-# plain-pickle blobs): the demo runs on these, with each torch. It starts a dozen interpreters.
-DEMO = ["1.0.0", "1.1.0", "1.4.0"]
-# skorch's own tests that can't pass here, by name, with the reason.
+# plain-pickle blobs).
+GENERATIONS = ["1.0.0", "1.1.0", "1.4.0"]
+OLDEST_TORCH = "2.0.1"
+REFERENCE_TORCH = "2.13.0"
+NEWEST_TORCH = "2.14.1"
+# The skorch releases tested on each torch; the keys are pyproject's torch range, tested.
+COLUMNS = {
+    OLDEST_TORCH: ["0.12.1", *GENERATIONS],
+    "2.5.1": SKORCH,
+    REFERENCE_TORCH: SKORCH,
+    NEWEST_TORCH: GENERATIONS,
+}
+# The lower bounds in pyproject.toml, installed together on the oldest torch
+# (pytest 9 needs packaging >= 24).
+OLDEST_DEPS = ["scikit-learn==1.5.2", "wrapt==1.14.1", "packaging==20.0", "pytest<9"]
+TEST_DEPS = ["pytest", "pytest-xdist", "hypothesis", "numpy", "pandas"]
+# What skorch 1.4.0's own test modules import (its `testing` extra, less the hub ones), so
+# that none of its tests skips for a missing package; sacred imports pkg_resources.
+SUITE_DEPS = [
+    *("flaky", "safetensors", "fire", "numpydoc", "matplotlib", "gpytorch", "tensorboard"),
+    *("sacred", "setuptools<82", "wandb", "neptune", "mlflow"),
+]
+# mlflow >= 3.x refuses the file store skorch's MLflowLogger test uses, unless told.
+SUITE_ENV = {"MLFLOW_ALLOW_FILE_STORE": "true"}
+# skorch's own tests that can't run here, by node id prefix, with the reason.
 SUITE_DESELECT = {
-    "test_load_cuda_params_to_cpu": "needs net_cuda.pt/optimizer_cuda.pt, not shipped in the wheel",
-    "test_pickle_load": "needs net_cuda.pkl, not shipped in the wheel",
-    "test_torch_load_kwargs_forwarded_to_torch_load": (
-        "passes weights_only=123, which skorch-loadfix refuses with a TypeError"
+    "skorch/tests/test_net.py::TestNeuralNet::test_load_cuda_params_to_cpu[": (
+        "needs net_cuda.pt/optimizer_cuda.pt, not shipped in the wheel"
     ),
+    "skorch/tests/test_net.py::TestNeuralNet::test_pickle_load[": (
+        "needs net_cuda.pkl, not shipped in the wheel"
+    ),
+    "skorch/tests/test_dataset.py::TestGetLen::test_get_len_transformers_tokenizer": (
+        "downloads bert-base-uncased's tokenizer from the Hugging Face hub"
+    ),
+    "skorch/tests/test_dataset.py::TestNetWithTokenizers::": (
+        "downloads bert-base-uncased's tokenizer from the Hugging Face hub"
+    ),
+}
+# skorch 1.4.0's tests the patch fails on purpose: gpytorch's GP modules pickle bound methods,
+# i.e. builtins.getattr, into the blob, which weights_only=True (1.4.0's default) refuses
+# there (README, Known limits); unpatched 1.4.0 restricts only the tensor streams.
+SUITE_REFUSED = [
+    f"skorch/tests/test_probabilistic.py::{test}"
+    for test in (
+        "TestExactGPRegressor::test_pickling",
+        "TestExactGPRegressor::test_deepcopy",
+        "TestGPRegressorVariational::test_pickling",
+        "TestGPRegressorVariational::test_deepcopy",
+        "TestGPBinaryClassifier::test_pickle_error_msg",
+        "TestGPBinaryClassifier::test_deepcopy",
+    )
+]
+# Whole modules of 1.4.0's suite left out, with the reason.
+SUITE_IGNORE = {
+    "skorch/tests/test_hf.py": "downloads tokenizers and models from the Hugging Face hub",
+    "skorch/tests/llm": "downloads language models from the Hugging Face hub",
 }
 
 
@@ -46,14 +118,30 @@ def pins(skorch: str) -> list[str]:
     return extra
 
 
-def install_matrix(session: nox.Session, torch: str) -> dict[str, str]:
-    """Install torch, this package and every skorch release; return each release's folder."""
+def torch_pins(torch: str) -> list[str]:
+    """What an old torch needs beside it: torch < 2.3 was built against numpy 1."""
+    return ["numpy<2"] if tuple(map(int, torch.split(".")[:2])) < (2, 3) else []
+
+
+@contextmanager
+def discarded_in_ci(session: nox.Session) -> Iterator[None]:
+    """Delete the session's venv when it ends under CI, so venvs don't add up on disk."""
+    try:
+        yield
+    finally:
+        if os.environ.get("CI") == "true":
+            session.log(f"CI: removing {session.virtualenv.location}")
+            shutil.rmtree(session.virtualenv.location, ignore_errors=True)
+
+
+def install_matrix(session: nox.Session, torch: str, releases: list[str]) -> dict[str, str]:
+    """Install torch, this package and the skorch releases; return each release's folder."""
     # Not cached: a torch with CUDA wheels would take its size again in pip's cache.
-    session.install("--no-cache-dir", f"torch=={torch}")
-    session.install(*TEST_DEPS, ".")
+    session.install("--no-cache-dir", f"torch=={torch}", *torch_pins(torch))
+    session.install(*TEST_DEPS, *torch_pins(torch), ".")
     root = Path(session.virtualenv.location) / "skorch-releases"
     folders = {}
-    for skorch in SKORCH:
+    for skorch in releases:
         folder = root / skorch
         if not folder.exists():
             session.install(
@@ -64,54 +152,74 @@ def install_matrix(session: nox.Session, torch: str) -> dict[str, str]:
 
 
 @nox.session
-@nox.parametrize("torch", TORCH)
+@nox.parametrize("torch", list(COLUMNS))
 def tests(session: nox.Session, torch: str) -> None:
-    """The matrix on one torch; the newest also runs wrapt 1.x, activation and skorch's suite.
+    """One torch column; the reference torch runs every module, then wrapt 1.17 and activation.
 
-    Those share the newest torch's venv rather than each building one: a CI machine's disk
-    is not always roomy, and the torch 2.5 venv alone takes 5.4 GB. Positional arguments go
-    to the matrix's pytest runs only.
+    Positional arguments go to the matrix's pytest runs only.
     """
-    folders = install_matrix(session, torch)
-    corpus = Path(session.create_tmp()) / "corpus"
-    for folder in folders.values():
-        session.run("python", "tests/write_corpus.py", str(corpus), env={"PYTHONPATH": folder})
-    for skorch, folder in folders.items():
-        session.log(f"skorch {skorch}, torch {torch}")
-        env = {"PYTHONPATH": folder, "SKORCH_LOADFIX_CORPUS": str(corpus)}
-        session.run("pytest", *MATRIX_ARGS, *session.posargs, env=env)
-        if skorch in DEMO:
-            session.run("python", "-m", "skorch_loadfix", "demo", env=env)
-    if torch != TORCH[-1]:
-        return
-    session.install("wrapt~=1.17.0")  # on the release that needs the most patches
-    session.log(f"skorch 1.0.0, torch {torch}, wrapt 1.17")
-    env = {"PYTHONPATH": folders["1.0.0"], "SKORCH_LOADFIX_CORPUS": str(corpus)}
-    session.run("pytest", *MATRIX_ARGS, *session.posargs, env=env)
-    session.install("wrapt>=2")
-    activation(session, folders)
-    skorch_suite(session, folders)
+    reference = torch == REFERENCE_TORCH
+    ignored = [f"--ignore={path}" for path in ELSEWHERE]
+    modules = [*ignored, "tests"] if reference else CORE
+    with discarded_in_ci(session):
+        folders = install_matrix(session, torch, COLUMNS[torch])
+        if torch == OLDEST_TORCH:
+            session.install(*OLDEST_DEPS)
+        corpus = Path(session.create_tmp()) / "corpus"
+        for folder in folders.values():
+            session.run("python", "tests/write_corpus.py", str(corpus), env={"PYTHONPATH": folder})
+        for skorch, folder in folders.items():
+            session.log(f"skorch {skorch}, torch {torch}")
+            env = {"PYTHONPATH": folder, "SKORCH_LOADFIX_CORPUS": str(corpus)}
+            session.run("pytest", *MATRIX_ARGS, *session.posargs, *modules, env=env)
+            if skorch in GENERATIONS and (reference or torch == NEWEST_TORCH):
+                session.run("python", "-m", "skorch_loadfix", "demo", env=env)
+        if reference:
+            env = {"PYTHONPATH": folders["1.4.0"]}
+            session.log(f"once: {', '.join(ONCE)}, skorch 1.4.0, torch {torch}")
+            session.run("pytest", *MATRIX_ARGS, *session.posargs, *ONCE, env=env)
+            session.install("wrapt~=1.17.0")  # on the release that needs the most patches
+            session.log(f"skorch 1.0.0, torch {torch}, wrapt 1.17")
+            env = {"PYTHONPATH": folders["1.0.0"], "SKORCH_LOADFIX_CORPUS": str(corpus)}
+            session.run("pytest", *MATRIX_ARGS, *session.posargs, *CORE, env=env)
+            session.install("wrapt>=2")
+            activation(session, folders)
 
 
 def activation(session: nox.Session, folders: dict[str, str]) -> None:
     """The .pth, SKORCH_LOADFIX=1 in fresh venvs and worker pools, and the pytest plugin."""
     session.install("joblib")
-    session.log(f"activation, skorch 1.1.0, torch {TORCH[-1]}")
+    session.log(f"activation, skorch 1.1.0, torch {REFERENCE_TORCH}")
     env = {"PYTHONPATH": folders["1.1.0"]}  # cross_validate fails there unpatched
     session.run("pytest", "-n", "2", "tests/test_activation.py", env=env)
 
 
-def skorch_suite(session: nox.Session, folders: dict[str, str]) -> None:
-    """skorch's own test_net.py, shipped in its wheel, with the patch applied."""
-    session.install(*SUITE_DEPS)
-    deselect = f"not ({' or '.join(SUITE_DESELECT)})"
-    options = ["-q", "-n", "2", "--skorch-loadfix", "-p", "no:cacheprovider"]
-    options += ["-W", "ignore::DeprecationWarning", "-k", deselect]
-    for skorch in SUITE:
-        session.log(f"skorch {skorch}'s own test_net.py, patched, torch {TORCH[-1]}")
-        with session.chdir(folders[skorch]):
-            env = {"PYTHONPATH": folders[skorch]}
-            session.run("pytest", *options, "skorch/tests/test_net.py", env=env)
+@nox.session
+def suite(session: nox.Session) -> None:
+    """skorch's own tests, shipped in its wheels, with the patch applied.
+
+    All of 1.4.0's modules; ``test_net.py`` of 1.0.0 and 1.1.0, whose own pickling
+    tests fail unpatched on torch >= 2.6.
+    """
+    with discarded_in_ci(session):
+        folders = install_matrix(session, REFERENCE_TORCH, GENERATIONS)
+        session.install(*SUITE_DEPS)
+        options = ["-q", "-n", "2", "--skorch-loadfix", "-p", "no:cacheprovider", "-rfEs"]
+        options += ["-W", "ignore::DeprecationWarning"]
+        options += [f"--deselect={test}" for test in [*SUITE_DESELECT, *SUITE_REFUSED]]
+        for skorch in GENERATIONS:  # 1.4.0, the longest, last
+            if skorch == "1.4.0":
+                modules = ["skorch/tests", *(f"--ignore={path}" for path in SUITE_IGNORE)]
+            else:
+                modules = ["skorch/tests/test_net.py"]
+            session.log(f"skorch {skorch}'s own {modules[0]}, patched, torch {REFERENCE_TORCH}")
+            with session.chdir(folders[skorch]):
+                env = {"PYTHONPATH": folders[skorch], **SUITE_ENV}
+                session.run("pytest", *options, *modules, env=env)
+        session.log("the tests refused on purpose still fail: README's Known limits hold")
+        with session.chdir(folders["1.4.0"]):
+            refused = ["-q", "--skorch-loadfix", "-p", "no:cacheprovider", *SUITE_REFUSED]
+            session.run("pytest", *refused, env={"PYTHONPATH": folders["1.4.0"]}, success_codes=[1])
 
 
 @nox.session
@@ -121,22 +229,26 @@ def cluster(session: nox.Session) -> None:
     A venv of its own: dask and ray stay out of the matrix, which must show the base
     install works without them. Serial: each cluster takes both cores itself.
     """
-    session.install("--no-cache-dir", f"torch=={TORCH[-1]}")
-    session.install("skorch==1.1.0", "scikit-learn", "joblib", "pytest", ".[dask,ray]")
-    session.run("pytest", "-p", "no:cacheprovider", "--durations=5", "tests/test_cluster.py")
+    with discarded_in_ci(session):
+        session.install("--no-cache-dir", f"torch=={REFERENCE_TORCH}")
+        session.install("skorch==1.1.0", "scikit-learn", "joblib", "pytest", ".[dask,ray]")
+        session.run("pytest", "-p", "no:cacheprovider", "--durations=5", "tests/test_cluster.py")
 
 
 @nox.session
 def lint(session: nox.Session) -> None:
-    session.install("ruff", "mypy", "pytest", "torch==2.13.0", "wrapt", "packaging", "nox")
-    session.run("ruff", "check", ".")
-    session.run("ruff", "format", "--check", ".")
-    session.run("mypy", "skorch_loadfix", "_skorch_loadfix_pth.py", "noxfile.py")
+    with discarded_in_ci(session):
+        session.install("ruff", "mypy", "pytest", f"torch=={REFERENCE_TORCH}")
+        session.install("wrapt", "packaging", "nox")
+        session.run("ruff", "check", ".")
+        session.run("ruff", "format", "--check", ".")
+        session.run("mypy", "skorch_loadfix", "_skorch_loadfix_pth.py", "noxfile.py")
 
 
 @nox.session
 def build(session: nox.Session) -> None:
-    session.install("build", "twine")
-    dist = session.create_tmp()
-    session.run("python", "-m", "build", "--outdir", dist)
-    session.run("twine", "check", "--strict", *Path(dist).glob("*"))
+    with discarded_in_ci(session):
+        session.install("build", "twine")
+        dist = session.create_tmp()
+        session.run("python", "-m", "build", "--outdir", dist)
+        session.run("twine", "check", "--strict", *Path(dist).glob("*"))

@@ -22,8 +22,12 @@ _strict = False
 def checked(kwargs: object, where: str, *, in_memory: bool = False) -> dict[str, Any]:
     """Return ``kwargs`` as a dict, or fail naming ``where`` and the fix.
 
-    ``in_memory`` marks loads of bytes already in memory (a pickled net), which
-    cannot be memory-mapped and must use the reader's own unpickler.
+    Only what would crash is refused. Anything else skorch itself accepts goes to
+    ``torch.load`` verbatim (keys this package doesn't know, a ``weights_only`` that
+    is not a bool), so the patch never changes what skorch does with it; restrictions
+    follow ``bool(weights_only)``, as torch's own do. ``in_memory`` marks loads of bytes
+    already in memory (a pickled net), which cannot be memory-mapped and must use the
+    reader's own unpickler.
     """
     if not isinstance(kwargs, Mapping):
         raise TypeError(
@@ -35,12 +39,6 @@ def checked(kwargs: object, where: str, *, in_memory: bool = False) -> dict[str,
         raise ValueError(
             f"{where}: torch_load_kwargs must not contain 'map_location'; skorch maps "
             "tensors to the net's device, so set device=... on the net instead"
-        )
-    weights_only = kwargs.get("weights_only")
-    if weights_only is not None and not isinstance(weights_only, bool):
-        raise TypeError(
-            f"{where}: torch_load_kwargs['weights_only'] must be True or False, "
-            f"not {weights_only!r}"
         )
     if in_memory and kwargs.get("mmap"):
         raise ValueError(
@@ -62,15 +60,20 @@ def effective(
     fallback: Callable[[], Mapping[str, Any]],
     *,
     in_memory: bool = False,
+    skorch_passes_own: bool = False,
 ) -> dict[str, Any]:
     """The kwargs for one ``torch.load`` made on behalf of a net.
 
-    ``fallback`` returns the installed skorch's default.
+    ``fallback`` returns the installed skorch's default. ``skorch_passes_own``: the
+    installed skorch hands the net's own kwargs to this very ``torch.load``, so when
+    they decide they go as skorch would pass them, without ``weights_only`` filled in
+    (torch then picks its own default, as it would unpatched).
     """
     for source in (_caller.get(), net_kwargs, _process_default):
         if source is not None:
             kwargs = checked(source, where, in_memory=in_memory)
-            kwargs.setdefault("weights_only", fallback()["weights_only"])
+            if not (skorch_passes_own and source is net_kwargs):
+                kwargs.setdefault("weights_only", fallback()["weights_only"])
             return kwargs
     return dict(fallback())
 

@@ -67,7 +67,7 @@ def plan(net_module: types.ModuleType, skorch_version: str) -> list[Patch]:
         passes = "only the net's own kwargs" if has_param else "no kwargs"
         what = f"torch.load gets the effective kwargs (skorch {skorch_version} passes {passes})"
         original = net_cls.__dict__["load_params"]
-        patches.append(patch("load_params", what, _load_params(original, fallback)))
+        patches.append(patch("load_params", what, _load_params(original, fallback, has_param)))
     what = "checks torch_load_kwargs at initialize() and set_params()"
     patches.append(patch("_validate_params", what, _validate_params))
     if not has_param:
@@ -140,13 +140,15 @@ _load_params_kwargs: contextvars.ContextVar[dict[str, Any]] = contextvars.Contex
 )
 
 
-def _load_params(original: Callable[..., Any], fallback: Fallback) -> Wrapper:
+def _load_params(original: Callable[..., Any], fallback: Fallback, has_param: bool) -> Wrapper:
+    """``has_param``: this skorch passes the net's own kwargs to its ``torch.load`` itself."""
     rebound = _with_torch_load(original, _torch_load_in_load_params)
 
     def load_params(wrapped: Any, net: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
         where = f"{type(net).__name__}.load_params"
         net_kwargs = getattr(net, "torch_load_kwargs", None)
-        token = _load_params_kwargs.set(effective(net_kwargs, where, fallback))
+        load_kwargs = effective(net_kwargs, where, fallback, skorch_passes_own=has_param)
+        token = _load_params_kwargs.set(load_kwargs)
         try:
             return rebound(net, *args, **kwargs)
         finally:

@@ -6,6 +6,7 @@ import inspect
 import pickle
 import warnings
 
+import pytest
 import skorch.utils
 import torch
 from skorch import NeuralNet, NeuralNetClassifier
@@ -13,7 +14,15 @@ from skorch import NeuralNet, NeuralNetClassifier
 from skorch_loadfix.demo_model import Model, X, y
 
 HAS_PARAM = "torch_load_kwargs" in inspect.signature(NeuralNet.__init__).parameters
-TORCH_DEFAULTS_TO_WEIGHTS_ONLY = tuple(map(int, torch.__version__.split(".")[:2])) >= (2, 6)
+TORCH = tuple(map(int, torch.__version__.split(".")[:2]))
+TORCH_DEFAULTS_TO_WEIGHTS_ONLY = TORCH >= (2, 6)
+# torch 2.4 and 2.5 warn when a load does not say weights_only; older ones load silently.
+TORCH_WARNS_WITHOUT_WEIGHTS_ONLY = (2, 4) <= TORCH < (2, 6)
+# torch's safe-globals registry (add_safe_globals from 2.4, the safe_globals block from 2.5):
+# before it there is nothing a user can register, so nothing for the allowlist to read.
+needs_safe_globals = pytest.mark.skipif(
+    not hasattr(torch.serialization, "safe_globals"), reason="torch < 2.5 has no safe_globals"
+)
 # skorch >= 1.3 hard-codes weights_only=True; 1.1 and 1.2 follow torch, as the patch does on 1.0.
 SKORCH_DEFAULT_WEIGHTS_ONLY = (
     HAS_PARAM and not hasattr(skorch.utils, "get_default_torch_load_kwargs")

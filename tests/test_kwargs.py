@@ -1,6 +1,7 @@
 """Which kwargs each torch.load gets, and clear errors for kwargs that can't work."""
 
 import asyncio
+import inspect
 import pickle
 import threading
 from contextlib import contextmanager
@@ -8,11 +9,12 @@ from unittest import mock
 
 import pytest
 import torch
-from models import SKORCH_DEFAULT_WEIGHTS_ONLY, Model, fit
+from models import HAS_PARAM, SKORCH_DEFAULT_WEIGHTS_ONLY, Model, ModelWithUnlisted, fit
 from sklearn.base import clone
 from skorch import NeuralNetClassifier
 
 import skorch_loadfix
+from skorch_loadfix import UntrustedPickleError
 from skorch_loadfix.formats import WRITERS, dumps
 
 
@@ -127,7 +129,6 @@ def test_context_manager_is_per_asyncio_task(patched):
     [
         ({"map_location": "cpu"}, ValueError, "set device="),
         ({"mmap": True}, ValueError, "mmap=True cannot apply to a pickled net"),
-        ({"weights_only": "yes"}, TypeError, "must be True or False"),
         (["weights_only"], TypeError, "must be a mapping"),
     ],
 )
@@ -147,8 +148,8 @@ def test_bad_kwargs_to_apply_and_context_manager():
     with pytest.raises(ValueError, match=r"skorch_loadfix.apply\(\): .*set device="):
         skorch_loadfix.apply(torch_load_kwargs={"map_location": "cpu"})
     assert not skorch_loadfix.is_applied()
-    match = r"skorch_loadfix.torch_load_kwargs\(\): .*True or False"
-    with pytest.raises(TypeError, match=match), skorch_loadfix.torch_load_kwargs(weights_only=1):
+    match = r"skorch_loadfix.torch_load_kwargs\(\): .*set device="
+    with pytest.raises(ValueError, match=match), skorch_loadfix.torch_load_kwargs(map_location=1):
         pass
 
 
@@ -164,3 +165,68 @@ def test_torch_load_kwargs_is_a_real_parameter(patched):
     }
     net.initialize()
     assert pickle.loads(pickle.dumps(net)).torch_load_kwargs == {"weights_only": False}
+
+
+def load_params_calls(net, path):
+    """The kwargs of each torch.load in ``net.load_params``, and how the load ended."""
+    with mock.patch("torch.load", wraps=torch.load) as spy:
+        try:
+            net.load_params(f_params=path)
+            ended = "loaded"
+        except Exception as error:  # torch's own error, whichever it is
+            ended = f"{type(error).__name__}: {error}"
+    calls = [{k: v for k, v in c.kwargs.items() if k != "map_location"} for c in spy.call_args_list]
+    return calls, ended
+
+
+SKORCH_ACCEPTS = {"weights_only": 123, "foo": "bar"}  # skorch 1.4.0's own test passes this
+
+
+def test_load_params_forwards_what_skorch_accepts_verbatim(params_file):
+    """Keys this package doesn't know and a weights_only that is no bool reach torch as given."""
+    skorch_loadfix.apply()  # before the net: skorch <= 1.0 takes the parameter only then
+    try:
+        net = NeuralNetClassifier(Model, torch_load_kwargs=dict(SKORCH_ACCEPTS)).initialize()
+        patched = load_params_calls(net, params_file)
+    finally:
+        skorch_loadfix.revert()
+    assert patched[0] == [SKORCH_ACCEPTS]
+    assert "unexpected keyword argument 'foo'" in patched[1]  # torch's own verdict on 'foo'
+    if HAS_PARAM:  # the control: unpatched skorch does exactly the same
+        assert load_params_calls(net, params_file) == patched
+
+
+@pytest.mark.parametrize(("weights_only", "restricts"), [(123, True), ("yes", True), (0, False)])
+def test_restrictions_follow_the_truth_of_weights_only(patched, tmp_path, weights_only, restricts):
+    """As torch decides: a truthy weights_only restricts like True, a falsy one not at all."""
+    path = tmp_path / "params.pt"
+    torch.save({**fit().module_.state_dict(), "_extra_state": Model}, path)
+    net = NeuralNetClassifier(Model, torch_load_kwargs={"weights_only": weights_only}).initialize()
+    calls, ended = load_params_calls(net, path)
+    assert calls == [{"weights_only": weights_only}]
+    assert ("Weights only load failed" in ended) is restricts
+    unlisted = fit(ModelWithUnlisted, torch_load_kwargs={"weights_only": weights_only})
+    if restricts:
+        with pytest.raises(UntrustedPickleError, match="Unlisted"):
+            pickle.loads(pickle.dumps(unlisted))
+    else:
+        pickle.loads(pickle.dumps(unlisted))
+
+
+def test_load_params_with_mmap_as_torch_decides(params_file):
+    """mmap=True maps a params file on torch >= 2.1; older torch refuses it as unpatched skorch."""
+    skorch_loadfix.apply()
+    try:
+        net = NeuralNetClassifier(Model, torch_load_kwargs={"mmap": True}).initialize()
+        patched = load_params_calls(net, params_file)
+    finally:
+        skorch_loadfix.revert()
+    # skorch >= 1.1 passes the net's own kwargs itself, as they are: so does the patch.
+    filled = {} if HAS_PARAM else {"weights_only": SKORCH_DEFAULT_WEIGHTS_ONLY}
+    assert patched[0] == [{"mmap": True, **filled}]
+    if "mmap" in inspect.signature(torch.load).parameters:
+        assert patched[1] == "loaded"
+    else:
+        assert "mmap" in patched[1]
+    if HAS_PARAM:  # the control: what unpatched skorch does with the same kwargs
+        assert load_params_calls(net, params_file) == patched
