@@ -10,10 +10,13 @@ from __future__ import annotations
 import io
 import os
 import pickle
+import warnings
+import zipfile
 from dataclasses import dataclass
 from pathlib import Path
 
 import torch
+import torchscript_payload
 
 from skorch_loadfix.formats import BLOB, dumps_state
 
@@ -76,7 +79,7 @@ def marker_code(marker: Path) -> str:
 
 def payloads(marker: Path) -> list[Payload]:
     """Every family; the runpy one runs ``script.py`` beside ``marker``, written by the caller."""
-    return [*named(marker), *gadgets(marker)]
+    return [*named(marker), *gadgets(marker), *archives(marker)]
 
 
 def named(marker: Path) -> list[Payload]:
@@ -373,6 +376,65 @@ def gadgets(marker: Path) -> list[Payload]:
             hits=False,
         ),
     ]
+
+
+def victim(marker: Path) -> Path:
+    """The existing file a TorchScript payload overwrites (it cannot create the marker)."""
+    return marker.with_name("victim")
+
+
+def archives(marker: Path) -> list[Payload]:
+    """``torch.save`` zips that ``torch.load`` would not read as the loader's pickle: a blob or
+    tensor stream only (the outer pickle is never a zip)."""
+    system = pickle.dumps(Reduce(os.system, f"touch {marker}"), 2)
+    return [
+        Payload(
+            "TorchScript archive: torch.load dispatches it to torch.jit.load",
+            "constants.pkl",
+            torchscript_payload.archive(str(victim(marker))),
+            levels=(BLOB_LEVEL, TENSORS),
+            hits=False,  # it overwrites victim(marker) instead: see test_untrusted
+        ),
+        Payload(
+            "a second data.pkl: zipfile reads the last, torch the first",
+            "archive/data.pkl",
+            duplicate_data_pickle(_torch_save({}), system),
+            levels=(BLOB_LEVEL, TENSORS),
+        ),
+        Payload(
+            "a record torch.save never writes",
+            "extra.pkl",
+            with_records(_torch_save({}), {"extra.pkl": system}),
+            levels=(BLOB_LEVEL, TENSORS),
+            hits=False,  # torch itself never reads it
+        ),
+    ]
+
+
+def with_records(archive: bytes, records: dict[str, bytes], *, first: bool = False) -> bytes:
+    """``archive`` with ``records`` added in its folder: before its own, or after them."""
+    source = zipfile.ZipFile(io.BytesIO(archive))
+    folder = source.namelist()[0].partition("/")[0]
+    out = io.BytesIO()
+    added = [(f"{folder}/{name}", data) for name, data in records.items()]
+    own = [(name, source.read(name)) for name in source.namelist()]
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # "Duplicate name"
+        with zipfile.ZipFile(out, "w", zipfile.ZIP_STORED) as written:
+            for name, data in [*added, *own] if first else [*own, *added]:
+                written.writestr(name, data)
+    return out.getvalue()
+
+
+def duplicate_data_pickle(archive: bytes, evil: bytes) -> bytes:
+    """``archive`` with ``evil`` as a first data.pkl: Python's zipfile reads the archive's own
+    (the last of a name), torch's reader, given enough other records, the first."""
+    for padding in range(40):
+        pads = {f"pad{i}": b"" for i in range(padding)}
+        candidate = with_records(with_records(archive, pads), {"data.pkl": evil}, first=True)
+        if torch._C.PyTorchFileReader(io.BytesIO(candidate)).get_record("data.pkl") == evil:
+            return candidate
+    raise AssertionError("no layout in which torch reads the first data.pkl")
 
 
 class _Stream:

@@ -13,9 +13,11 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
+import payloads as payload_module
 import pytest
 import skorch
 import torch
+import torchscript_payload
 from models import X, fit, y
 from packaging.version import Version
 from payloads import (
@@ -170,8 +172,11 @@ def test_weights_only_refuses_every_nested_payload(marker, net, level):
             found = outcomes(marker, net, level, pickle.loads)
     finally:
         skorch_loadfix.revert()
-    found = {  # a tensor stream's refusal is torch's, in its words; still nothing ran
-        family: "refused" if outcome.startswith("UnpicklingError: Weights only load") else outcome
+    torchs = ("UnpicklingError: Weights only load", "RuntimeError: Cannot use ``weights_only=True")
+    if level == TENSORS:  # torch's refusal, in its words, or ours of what torch returned
+        torchs += ("refused {'REDUCE on a builtins.dict'",)
+    found = {  # still nothing ran
+        family: "refused" if outcome.startswith(torchs) and "it ran" not in outcome else outcome
         for family, outcome in found.items()
     }
     assert not_refused(found) == {}
@@ -188,6 +193,39 @@ def test_every_payload_runs_when_loaded_unguarded(marker, net, level):
         skorch_loadfix.revert()
     ran = {family for family, outcome in found.items() if outcome.endswith("and it ran")}
     assert ran == {p.family for p in families(marker).values() if p.hits and level in p.levels}
+
+
+TORCHSCRIPT = "TorchScript archive: torch.load dispatches it to torch.jit.load"
+
+
+@pytest.mark.parametrize("level", [BLOB_LEVEL, TENSORS])
+def test_torchscript_archive_runs_only_unguarded(marker, net, level):
+    """TorchScript writes no marker: it overwrites an existing file, in C++."""
+    victim = payload_module.victim(marker)
+    victim.write_bytes(b"victim")
+    _, data = payload_file(marker, net, TORCHSCRIPT, level)
+    guarded = {
+        "load()": lambda: skorch_loadfix.load(io.BytesIO(data), allow=[Model, Block]),
+        "strict": lambda: load_with(data, strict=True, weights_only=True),
+        "weights_only": lambda: load_with(data, strict=False, weights_only=True),
+    }
+    for name, load in guarded.items():
+        with pytest.raises((UntrustedPickleError, RuntimeError)):
+            load()
+        assert victim.read_bytes() == b"victim", name
+    with warnings.catch_warnings(), contextlib.suppress(Exception):
+        warnings.simplefilter("ignore")  # torch's "dispatching to torch.jit.load"
+        load_with(data, strict=False, weights_only=False)
+    assert victim.read_bytes().startswith(torchscript_payload.WRITTEN)  # the control
+
+
+def load_with(data: bytes, *, strict: bool, weights_only: bool):
+    skorch_loadfix.apply(strict=strict)
+    try:
+        with skorch_loadfix.torch_load_kwargs(weights_only=weights_only):
+            return pickle.loads(data)
+    finally:
+        skorch_loadfix.revert()
 
 
 def test_a_file_cannot_loosen_its_own_loading(marker, net):

@@ -17,11 +17,13 @@ import pickle
 import types
 from typing import IO, Any, cast
 
+from ..errors import UntrustedPickleError
+from .archive import refusals
 from .hook import guarding
 from .memoryfile import MemoryFile
 from .policy import Policy, translated
 from .unpickler import BLOB, Guarded
-from .verifier import BLOB_LEVEL, TENSORS, is_torch_save
+from .verifier import BLOB_LEVEL, TENSORS, ZIP_MAGIC, is_torch_save
 
 TENSOR_STREAM = "torch.storage._load_from_bytes"  # how a pickled tensor nests its bytes
 # From this size a blob holds tensors worth reading in place: below it, the copies cost less
@@ -75,7 +77,7 @@ class Reader:
             return self._upstream(blob)  # type: ignore[no-any-return]
         with guarding(self.where):
             if is_torch_save(blob):
-                return self._torch_load(io.BytesIO(blob), BLOB_LEVEL)  # type: ignore[no-any-return]
+                return self._torch_load(blob, io.BytesIO(blob), BLOB_LEVEL)  # type: ignore[no-any-return]
             file = MemoryFile(blob) if len(blob) >= IN_PLACE_FROM else io.BytesIO(blob)
             return self.unpickler(file, BLOB_LEVEL).load()  # type: ignore[no-any-return]
 
@@ -90,7 +92,7 @@ class Reader:
             import torch
 
             return torch.load(cast(IO[bytes], file), map_location=self.map_location, **self.kwargs)
-        return self._torch_load(file, TENSORS)
+        return self._torch_load(data, file, TENSORS)
 
     def restore_net(self, net: Any, state: dict[str, Any]) -> None:
         """A net nested in a guarded read is restored under the same policy, never its own."""
@@ -105,9 +107,13 @@ class Reader:
 
         restore(sys.modules["skorch.net"], net, state, {}, self.where, self.policy)
 
-    def _torch_load(self, file: Any, level: str) -> Any:
+    def _torch_load(self, data: bytes | memoryview, file: Any, level: str) -> Any:
         import torch
 
+        if bytes(data[:4]) == ZIP_MAGIC:  # never a TorchScript archive: see archive.py
+            refused = refusals(data, level)
+            if refused:
+                raise UntrustedPickleError(self.where, refused)
         module = _pickle_module(self, level)
         return torch.load(
             file, map_location=self.map_location, weights_only=False, pickle_module=module

@@ -16,13 +16,13 @@ from __future__ import annotations
 
 import io
 import pickle
-import zipfile
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any
 
 from ..errors import UntrustedPickleError
+from .archive import data_pickle, refusals
 from .memoryfile import MemoryFile
 from .policy import Entry, Policy, Refused, translated
 from .unpickler import BLOB_KEYS, Rules
@@ -180,12 +180,11 @@ class Audit:
 
     def _torch(self, data: bytes | memoryview, level: str) -> None:
         if bytes(data[:4]) == ZIP_MAGIC:
-            archive = zipfile.ZipFile(MemoryFile(data))
-            # torch reads one data.pkl; reading every pickle in the archive misses none.
-            for name in archive.namelist():
-                if name.endswith(".pkl"):
-                    with archive.open(name) as member:
-                        self._pickle(io.BytesIO(member.read()), level, torch_stream=True)
+            refused = refusals(data, level)
+            if refused:  # torch.load would never read such an archive for the loader
+                self.findings.refused.update(refused)
+                return
+            self._pickle(io.BytesIO(data_pickle(data)), level, torch_stream=True)
             return
         file = MemoryFile(data)
         # magic number, protocol, sys_info, the object, storage keys; raw storages follow.
