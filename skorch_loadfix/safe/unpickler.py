@@ -11,8 +11,9 @@ the policy and which ones a call of this load created, and refuses:
   way ``_identity(EpochTimer)`` would hand a real class to BUILD;
 - BUILD on anything but an instance a call of this load created of a class in the table,
   with a state that is not an attribute dict of plain names (or what that class's entry
-  says it takes), slotstate where not listed; the class's own ``__setstate__`` is used,
-  never one the instance carries;
+  says it takes), slotstate where not listed, or a key that would shadow a method of the
+  class; the class's own ``__setstate__`` is used, never one the instance carries, and an
+  optimizer's may not replace its class's ``step``;
 - SETITEM(S), APPEND(S), ADDITEMS into anything but a dict-, list- or set-like container
   made in this load, through its type's own methods;
 - PERSID outside torch's storage protocol inside a torch stream.
@@ -251,9 +252,34 @@ class Rules(pickle._Unpickler):
                 if state is None or self.attribute_dict(state)
                 else ("the state must be a dict of attribute names, none of them a dunder")
             )
+        if why is None:
+            why = self._shadowing(entry, inst, state)
         if why is not None:
             self.refuse("BUILD", inst, why)
         self.set_state(entry, inst, state, slotstate)
+
+    def instance_type(self, entry: Entry, inst: Any) -> type | None:
+        """The class ``inst`` is an instance of, if known (the audit imports nothing)."""
+        return type(inst)
+
+    def _shadowing(self, entry: Entry, inst: Any, state: Any) -> str | None:
+        """Why a state key may not be set: it would shadow a method of the class.
+
+        An instance attribute hides a function, staticmethod or classmethod of its class, so
+        whatever code runs on the instance later (its own ``__setstate__`` during this very
+        load: ``Optimizer.__setstate__`` calls ``self._patch_step_function()``) would call
+        the file's object instead. Plain data class attributes may be shadowed, and a data
+        descriptor (a property) is never hidden.
+        """
+        cls = self.instance_type(entry, inst)
+        attributes = state[3] if entry.name == "functools.partial" else state
+        if cls is None or type(attributes) is not dict:
+            return None
+        for key in attributes:
+            klass = next((klass for klass in cls.__mro__ if key in vars(klass)), None)
+            if klass is not None and _shadowed(vars(klass)[key]):
+                return f"the state key {key!r} would shadow {klass.__qualname__}.{key}"
+        return None
 
     def attribute_dict(self, state: Any) -> bool:
         return type(state) is dict and all(
@@ -422,12 +448,31 @@ class Guarded(Rules):
             return
         setstate = getattr(type(inst), "__setstate__", None)
         if setstate is not None:
+            step = _optimizer_step(inst)
             setstate(inst, state)
+            if step is not None:
+                self._check_step(inst, step)
             return
         if state:
             inst.__dict__.update(state)
         for key, value in (slotstate or {}).items():
             setattr(inst, key, value)
+
+    def _check_step(self, inst: Any, before: Any) -> None:
+        """``Optimizer.__setstate__`` writes ``type(inst).step``: for every later instance.
+
+        It may wrap torch's own step in torch's profiling wrapper, once; anything else (a
+        file's object, reached by shadowing the method that wraps) is undone and refused.
+        """
+        after = type(inst).step
+        wrapper = "Optimizer.profile_hook_step.<locals>.wrapper"
+        if after is before or (
+            getattr(after, "__wrapped__", None) is before
+            and getattr(after, "__qualname__", None) == wrapper
+        ):
+            return
+        type(inst).step = before
+        self.refuse("BUILD", inst, "its __setstate__ replaced the class's step")
 
     def fill(self, target: Any, method: str, items: list[Any]) -> None:
         if method == "__setitem__":
@@ -446,6 +491,25 @@ class Guarded(Rules):
         ):
             self.refuse("BINPERSID", result, "torch's storage protocol returned no storage")
         return result
+
+
+def _shadowed(found: Any) -> bool:
+    """Whether an instance attribute would hide ``found``, a callable class attribute.
+
+    A data descriptor (a property, a slot) wins over the instance dict: it is never hidden.
+    """
+    descriptor = type(found)
+    if hasattr(descriptor, "__set__") or hasattr(descriptor, "__delete__"):
+        return False
+    return callable(found) or hasattr(descriptor, "__get__")
+
+
+def _optimizer_step(inst: Any) -> Any:
+    """The class's ``step`` if ``inst`` is a torch optimizer (torch is imported then)."""
+    optim = sys.modules.get("torch.optim")
+    if optim is None or not isinstance(inst, optim.Optimizer):
+        return None
+    return type(inst).step
 
 
 def _classes() -> dict[str, type]:

@@ -25,10 +25,12 @@ from ..errors import UntrustedPickleError
 from .archive import data_pickle, refusals
 from .memoryfile import MemoryFile
 from .policy import Entry, Policy, Refused, translated
-from .unpickler import BLOB_KEYS, Rules
+from .unpickler import BLOB, BLOB_KEYS, Rules
 
 OUTER, BLOB_LEVEL, TENSORS = "outer pickle", "cuda-attributes blob", "tensor streams"
 LEVELS = (OUTER, BLOB_LEVEL, TENSORS)
+NOT_BYTES = "a net's blob that is not bytes written in the file"
+NOT_DICT = "a net's blob that does not load as a dict"
 ZIP_MAGIC = b"PK\x03\x04"
 TORCH_MAGIC = 0x1950A86A20F9469CFC6C  # torch.serialization.MAGIC_NUMBER, without importing torch
 
@@ -107,6 +109,10 @@ class Symbolic(Rules):
     def construct(self, entry: Entry, cls: Any, args: tuple[Any, ...]) -> Any:
         return Made(entry, args)
 
+    def instance_type(self, entry: Entry, inst: Any) -> type | None:
+        found = self.policy.imported(entry.name)
+        return found if isinstance(found, type) else None
+
     def set_state(self, entry: Entry, inst: Any, state: Any, slotstate: Any) -> None:
         inst.state = state
         self._follow_blob(inst, state)
@@ -115,10 +121,16 @@ class Symbolic(Rules):
         if type(state) is not dict:
             return
         for key in BLOB_KEYS:
-            if type(state.get(key)) in (bytes, memoryview):
-                if isinstance(inst, Made):
-                    self.audit.findings.nets.append(inst)
-                self.audit.blob(state[key])
+            if key not in state:
+                continue
+            if type(state[key]) not in (bytes, memoryview):
+                if key == BLOB:  # what the loader refuses too; skorch >= 0.6 lists names
+                    kind = type(state[key]).__name__  # under the old key
+                    self.audit.refuse(NOT_BYTES, f"a {kind} (in the {self.level})")
+                continue
+            if isinstance(inst, Made):
+                self.audit.findings.nets.append(inst)
+            self.audit.blob(state[key])
 
     def build(self, inst: Any, state: Any) -> None:
         if isinstance(inst, Opaque):
