@@ -79,7 +79,7 @@ def marker_code(marker: Path) -> str:
 
 def payloads(marker: Path) -> list[Payload]:
     """Every family; the runpy one runs ``script.py`` beside ``marker``, written by the caller."""
-    return [*named(marker), *gadgets(marker), *archives(marker)]
+    return [*named(marker), *gadgets(marker), *archives(marker), *shadows()]
 
 
 def named(marker: Path) -> list[Payload]:
@@ -435,6 +435,84 @@ def duplicate_data_pickle(archive: bytes, evil: bytes) -> bytes:
         if torch._C.PyTorchFileReader(io.BytesIO(candidate)).get_record("data.pkl") == evil:
             return candidate
     raise AssertionError("no layout in which torch reads the first data.pkl")
+
+
+def _new(module: str, name: str) -> bytes:
+    """``cls.__new__(cls)``: protocol 2 NEWOBJ."""
+    return _g(module, name) + b")\x81"
+
+
+def _bound(*items: bytes | str) -> bytes:
+    """A protocol-2 dict of key, value, ...: EMPTY_DICT MARK ... SETITEMS."""
+    return b"}(" + b"".join(map(_arg, items)) + b"u"
+
+
+def _partial(module: str, name: str, args: bytes, kwargs: bytes) -> bytes:
+    """``functools.partial(f)``, then BUILD with (f, args, kwargs, None)."""
+    func = _g(module, name)
+    return _g("functools", "partial") + b"(" + func + b"tR(" + func + args + kwargs + b"Ntb"
+
+
+def step_patch() -> bytes:
+    """Adam's ``__setstate__`` runs ``cls.step = self.profile_hook_step(cls.step)``: a BUILD
+    key shadowing the staticmethod makes Adam.step an Identity, for every later Adam."""
+    optimizer = b"\x80\x02" + _new("torch.optim.adam", "Adam")
+    state = ["defaults", b"}", "param_groups", b"]", "state", b"}"]
+    identity = _g("torch.nn.modules.linear", "Identity")
+    return optimizer + _bound("profile_hook_step", identity, *state) + b"b."
+
+
+ADAM = "BUILD on an instance of torch.optim.adam.Adam"
+
+
+def shadows() -> list[Payload]:
+    """BUILD keys that shadow a method the load itself calls, and a blob that is no dict."""
+    state = ["defaults", b"}", "param_groups", b"]", "state", b"}"]
+    setter = _partial(
+        "skorch.setter",
+        "optimizer_setter",
+        b"("
+        + _g("skorch.callbacks.training", "Checkpoint")
+        + _arg("lr")
+        + b"G?\xe0\x00\x00\x00\x00\x00\x00t",
+        b"}",
+    )
+    called = _partial("builtins", "print", b"(Vcalled\nt", b"}")
+    timer = _new("skorch.callbacks.logging", "EpochTimer")
+    return [
+        Payload("shadowing profile_hook_step patches Adam.step", ADAM, step_patch(), hits=False),
+        Payload(
+            "shadowing _patch_step_function calls a partial",
+            ADAM,
+            b"\x80\x02"
+            + _new("torch.optim.adam", "Adam")
+            + _bound("_patch_step_function", called, *state)
+            + b"b.",
+            hits=False,
+        ),
+        Payload(
+            "a partial of a function with a class argument",
+            "BUILD on an instance of functools.partial",
+            b"\x80\x02" + setter + b".",
+            hits=False,
+        ),
+        Payload(
+            "shadowing IsotonicRegression._build_f",
+            "BUILD on an instance of sklearn.isotonic.IsotonicRegression",
+            b"\x80\x02"
+            + _new("sklearn.isotonic", "IsotonicRegression")
+            + _bound("_build_f", called, "X_thresholds_", "a", "y_thresholds_", "b")
+            + b"b.",
+            hits=False,
+        ),
+        Payload(
+            "a blob that loads as no dict: restore() updates the state with it",
+            "a net's blob that does not load as a dict",
+            b"\x80\x02" + timer + _bound("keys", called) + b"b.",
+            levels=(BLOB_LEVEL,),
+            hits=False,
+        ),
+    ]
 
 
 class _Stream:

@@ -553,3 +553,52 @@ def test_real_files_from_2022_on_load(path):
         loaded = skorch_loadfix.load(path)
     width = next(m.in_features for m in loaded.module_.modules() if hasattr(m, "in_features"))
     assert loaded.predict(np.zeros((3, width), dtype="float32")).shape == (3,)
+
+
+# -- Method shadowing and the blob's type (the red team's F2-F7) -----------------------------
+
+
+@contextlib.contextmanager
+def adam_step_kept():
+    original = torch.optim.Adam.__dict__["step"]
+    try:
+        yield original
+    finally:
+        torch.optim.Adam.step = original
+
+
+def test_shadowing_profile_hook_step_patches_adam_unguarded():
+    """The control of the shadowing families: plain pickle lets the file replace Adam.step."""
+    with adam_step_kept():
+        pickle.loads(payload_module.step_patch())
+        assert isinstance(torch.optim.Adam.__dict__["step"], torch.nn.Identity)
+
+
+def test_step_is_checked_even_without_the_shadowing_rule(monkeypatch):
+    """The second line: with the key rule off, the optimizer's changed step is undone."""
+    from skorch_loadfix.safe.unpickler import Rules
+
+    monkeypatch.setattr(Rules, "_shadowing", lambda *args: None)
+    monkeypatch.setattr(verifier, "refuse_untrusted", lambda *args: None)
+    with adam_step_kept() as original:
+        with pytest.raises(UntrustedPickleError, match="replaced the class's step"):
+            skorch_loadfix.load(io.BytesIO(payload_module.step_patch()))
+        assert torch.optim.Adam.__dict__["step"] is original
+
+
+@pytest.mark.parametrize("blob", [bytearray, str, int], ids=lambda kind: kind.__name__)
+def test_a_blob_that_is_not_bytes_is_refused_by_audit_and_loader(marker, net, blob):
+    system = pickle.dumps(payload_module.Reduce(os.system, f"touch {marker}"))
+    value = {bytearray: bytearray(system), str: system.decode("latin1"), int: 7}[blob]
+    data = dumps_state(net, {**net.__getstate__(), "__cuda_dependent_attributes__": value})
+    found = skorch_loadfix.untrusted_globals(io.BytesIO(data), allow=[Model, Block])
+    assert list(found) == [verifier.NOT_BYTES]
+    with pytest.raises(UntrustedPickleError, match="not bytes"):
+        skorch_loadfix.load(io.BytesIO(data), allow=[Model, Block])
+    with pytest.raises(UntrustedPickleError, match="not bytes"):
+        load_with(data, strict=True, weights_only=True)
+    assert not marker.exists()
+    if blob is bytearray:  # the control: upstream reads a bytearray blob, and it runs
+        with contextlib.suppress(Exception):
+            load_with(data, strict=False, weights_only=False)
+        assert marker.exists()

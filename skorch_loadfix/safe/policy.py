@@ -493,8 +493,12 @@ class Policy:
         return entry, obj
 
     def imported(self, full: str) -> Any:
-        """The object ``full`` names if its module is imported already; never imports."""
-        return _lookup(full, importing=False)[1]
+        """The object ``full`` names: imported only for an entry of the written tables.
+
+        The audit imports nothing a file names, but it must see a class's methods to judge
+        what its state may shadow: the table's modules are the vetted libraries themselves.
+        """
+        return _lookup(full, importing=full in table())[1]
 
     def _written(self, full: str) -> Entry | None:
         if full in self.allow:

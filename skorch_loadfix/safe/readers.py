@@ -23,7 +23,7 @@ from .hook import guarding
 from .memoryfile import MemoryFile
 from .policy import Policy, translated
 from .unpickler import BLOB, Guarded
-from .verifier import BLOB_LEVEL, NOT_BYTES, NOT_DICT, TENSORS, ZIP_MAGIC, is_torch_save
+from .verifier import BLOB_LEVEL, NOT_BYTES, NOT_DICT, OUTER, TENSORS, ZIP_MAGIC, is_torch_save
 
 TENSOR_STREAM = "torch.storage._load_from_bytes"  # how a pickled tensor nests its bytes
 # From this size a blob holds tensors worth reading in place: below it, the copies cost less
@@ -76,7 +76,8 @@ class Reader:
         if self.policy is None:
             return self._upstream(blob)  # type: ignore[no-any-return]
         if type(blob) not in (bytes, memoryview):  # the audit follows nothing else either
-            raise UntrustedPickleError(self.where, {NOT_BYTES: f"a {type(blob).__name__}"})
+            what = f"a {type(blob).__name__} (in the {OUTER})"
+            raise UntrustedPickleError(self.where, {NOT_BYTES: what})
         with guarding(self.where):
             if is_torch_save(blob):
                 found = self._torch_load(blob, io.BytesIO(blob), BLOB_LEVEL)
@@ -84,7 +85,8 @@ class Reader:
                 file = MemoryFile(blob) if len(blob) >= IN_PLACE_FROM else io.BytesIO(blob)
                 found = self.unpickler(file, BLOB_LEVEL).load()
         if type(found) is not dict:  # restore() updates the net's state with it
-            raise UntrustedPickleError(self.where, {NOT_DICT: f"a {type(found).__name__}"})
+            what = f"a {type(found).__name__} (in the {BLOB_LEVEL})"
+            raise UntrustedPickleError(self.where, {NOT_DICT: what})
         return found
 
     def unpickler(self, file: Any, level: str, **kwargs: Any) -> Guarded:

@@ -183,29 +183,36 @@ class Audit:
 
     def blob(self, data: bytes | memoryview) -> None:
         if is_torch_save(data):
-            self._torch(data, BLOB_LEVEL)
+            found = self._torch(data, BLOB_LEVEL)
         else:
-            self._pickle(MemoryFile(data), BLOB_LEVEL)
+            found = self._pickle(MemoryFile(data), BLOB_LEVEL)
+        # What the loader refuses before restore() updates the net's state with it.
+        made_dict = isinstance(found, Made) and found.entry.name == "builtins.dict"
+        if type(found) is not dict and not made_dict and not isinstance(found, Opaque):
+            self.refuse(NOT_DICT, f"{_made(found)} (in the {BLOB_LEVEL})")
 
     def stream(self, data: bytes | memoryview) -> None:
         self._torch(data, TENSORS)
 
-    def _torch(self, data: bytes | memoryview, level: str) -> None:
+    def _torch(self, data: bytes | memoryview, level: str) -> Any:
+        """What ``torch.load`` would return, as the audit sees it (Opaque: it can't tell)."""
         if bytes(data[:4]) == ZIP_MAGIC:
             refused = refusals(data, level)
             if refused:  # torch.load would never read such an archive for the loader
                 self.findings.refused.update(refused)
-                return
-            self._pickle(io.BytesIO(data_pickle(data)), level, torch_stream=True)
-            return
+                return Opaque()
+            return self._pickle(io.BytesIO(data_pickle(data)), level, torch_stream=True)
         file = MemoryFile(data)
         # magic number, protocol, sys_info, the object, storage keys; raw storages follow.
         if self._pickle(file, level) != TORCH_MAGIC:
             self.refuse(f"a stream in the {level}", "not a torch.save stream (no magic number)")
-            return
+            return Opaque()
+        found = []
         for torch_stream in (False, False, True, False):
-            if isinstance(self._pickle(file, level, torch_stream=torch_stream), Opaque):
-                return  # a broken rule stops the level: the rest can't be found
+            found.append(self._pickle(file, level, torch_stream=torch_stream))
+            if isinstance(found[-1], Opaque):
+                return found[-1]  # a broken rule stops the level: the rest can't be found
+        return found[2]
 
     def _pickle(self, file: Any, level: str, *, torch_stream: bool = False) -> Any:
         try:
@@ -213,6 +220,10 @@ class Audit:
         except UntrustedPickleError as error:  # a rule broken: this level stops here
             self.findings.refused.update(error.refused)
             return Opaque()
+
+
+def _made(found: Any) -> str:
+    return f"a {found.entry.name}" if isinstance(found, Made) else f"a {type(found).__name__}"
 
 
 def is_torch_save(blob: bytes | memoryview) -> bool:
@@ -237,7 +248,10 @@ def audit(data: bytes | memoryview, policy: Policy, where: str) -> Findings:
 def audit_blob(blob: bytes | memoryview, policy: Policy, where: str) -> Findings:
     with unreadable():
         checker = Audit(policy, where)
-        checker.blob(blob)
+        if type(blob) in (bytes, memoryview):
+            checker.blob(blob)
+        else:  # skorch writes bytes: anything else was built by a call the audit cannot follow
+            checker.refuse(NOT_BYTES, f"a {type(blob).__name__} (in the {OUTER})")
         return checker.findings
 
 
