@@ -555,9 +555,11 @@ def test_real_files_from_2022_on_load(path):
 
 @contextlib.contextmanager
 def adam_step_kept():
+    """Adam's own step, not yet wrapped by torch (as before any Adam in the process)."""
     original = torch.optim.Adam.__dict__["step"]
+    torch.optim.Adam.step = unwrapped = getattr(original, "__wrapped__", original)
     try:
-        yield original
+        yield unwrapped
     finally:
         torch.optim.Adam.step = original
 
@@ -575,10 +577,10 @@ def test_step_is_checked_even_without_the_shadowing_rule(monkeypatch):
 
     monkeypatch.setattr(Rules, "_shadowing", lambda *args: None)
     monkeypatch.setattr(verifier, "refuse_untrusted", lambda *args: None)
-    with adam_step_kept() as original:
+    with adam_step_kept() as unwrapped:
         with pytest.raises(UntrustedPickleError, match="replaced the class's step"):
             skorch_loadfix.load(io.BytesIO(payload_module.step_patch()))
-        assert torch.optim.Adam.__dict__["step"] is original
+        assert torch.optim.Adam.__dict__["step"] is unwrapped
 
 
 @pytest.mark.parametrize("blob", [bytearray, str, int], ids=lambda kind: kind.__name__)
