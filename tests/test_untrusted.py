@@ -581,6 +581,11 @@ def test_step_is_checked_even_without_the_shadowing_rule(monkeypatch):
         with pytest.raises(UntrustedPickleError, match="replaced the class's step"):
             skorch_loadfix.load(io.BytesIO(payload_module.step_patch()))
         assert torch.optim.Adam.__dict__["step"] is unwrapped
+        # A legit Adam, the first in the process: torch's own wrapping of step passes.
+        adam = torch.optim.Adam(torch.nn.Linear(2, 1).parameters())
+        torch.optim.Adam.step = unwrapped
+        skorch_loadfix.load(io.BytesIO(pickle.dumps(adam)))
+        assert torch.optim.Adam.__dict__["step"].__wrapped__ is unwrapped
 
 
 @pytest.mark.parametrize("blob", [bytearray, str, int], ids=lambda kind: kind.__name__)

@@ -29,6 +29,7 @@ from __future__ import annotations
 
 import collections
 import copyreg
+import functools
 import pickle
 import struct
 import sys
@@ -465,10 +466,9 @@ class Guarded(Rules):
         file's object, reached by shadowing the method that wraps) is undone and refused.
         """
         after = type(inst).step
-        wrapper = "Optimizer.profile_hook_step.<locals>.wrapper"
         if after is before or (
             getattr(after, "__wrapped__", None) is before
-            and getattr(after, "__qualname__", None) == wrapper
+            and getattr(after, "__code__", None) is _profiling_wrapper()
         ):
             return
         type(inst).step = before
@@ -510,6 +510,14 @@ def _optimizer_step(inst: Any) -> Any:
     if optim is None or not isinstance(inst, optim.Optimizer):
         return None
     return type(inst).step
+
+
+@functools.cache
+def _profiling_wrapper() -> types.CodeType:
+    """The code of torch's ``profile_hook_step`` wrapper (functools.wraps renames it)."""
+    import torch
+
+    return torch.optim.Optimizer.profile_hook_step(_classes).__code__
 
 
 def _classes() -> dict[str, type]:
