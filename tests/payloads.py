@@ -465,6 +465,14 @@ def step_patch() -> bytes:
 ADAM = "BUILD on an instance of torch.optim.adam.Adam"
 
 
+def defaults_call() -> bytes:
+    """Optimizer.__setstate__ calls ``self.defaults.setdefault("differentiable", False)``:
+    an EpochTimer as ``defaults`` with ``print`` as its attribute (no method to shadow)."""
+    timer = _new("skorch.callbacks.logging", "EpochTimer") + _bound("setdefault", PRINT) + b"b"
+    state = _bound("defaults", timer, "param_groups", b"]", "state", b"}")
+    return b"\x80\x02" + _new("torch.optim.adam", "Adam") + state + b"b."
+
+
 def shadows() -> list[Payload]:
     """BUILD keys that shadow a method the load itself calls, and a blob that is no dict."""
     state = ["defaults", b"}", "param_groups", b"]", "state", b"}"]
@@ -488,6 +496,12 @@ def shadows() -> list[Payload]:
             + _new("torch.optim.adam", "Adam")
             + _bound("_patch_step_function", called, *state)
             + b"b.",
+            hits=False,
+        ),
+        Payload(
+            "an optimizer's defaults whose setdefault the file chose",
+            ADAM,
+            defaults_call(),
             hits=False,
         ),
         Payload(

@@ -571,6 +571,12 @@ def test_shadowing_profile_hook_step_patches_adam_unguarded():
         assert isinstance(torch.optim.Adam.__dict__["step"], torch.nn.Identity)
 
 
+def test_optimizer_state_calls_what_the_file_chose_unguarded(capsys):
+    """The control of the optimizer-state family: plain pickle calls the file's print."""
+    pickle.loads(payload_module.defaults_call())
+    assert capsys.readouterr().out == "differentiable False\n"
+
+
 def test_step_is_checked_even_without_the_shadowing_rule(monkeypatch):
     """The second line: with the key rule off, the optimizer's changed step is undone."""
     from skorch_loadfix.safe.unpickler import Rules

@@ -44,6 +44,7 @@ from .policy import PARAMETER, STORAGE, TENSOR, Entry, Policy, Refused, table
 BLOB = "__cuda_dependent_attributes__"
 OLD_BLOB = "cuda_dependent_attributes_"  # skorch 0.5 kept the blob under this key
 BLOB_KEYS = (BLOB, OLD_BLOB)
+_OPTIMIZER_STATE = {"defaults": "dict", "state": "dict", "param_groups": "list"}
 _CALLABLES = (
     type,
     types.FunctionType,
@@ -254,7 +255,7 @@ class Rules(pickle._Unpickler):
                 else ("the state must be a dict of attribute names, none of them a dunder")
             )
         if why is None:
-            why = self._shadowing(entry, inst, state)
+            why = self._shadowing(entry, inst, state) or self._optimizer_state(entry, inst, state)
         if why is not None:
             self.refuse("BUILD", inst, why)
         self.set_state(entry, inst, state, slotstate)
@@ -280,6 +281,28 @@ class Rules(pickle._Unpickler):
             klass = next((klass for klass in cls.__mro__ if key in vars(klass)), None)
             if klass is not None and _shadowed(vars(klass)[key]):
                 return f"the state key {key!r} would shadow {klass.__qualname__}.{key}"
+        return None
+
+    def _optimizer_state(self, entry: Entry, inst: Any, state: Any) -> str | None:
+        """An optimizer's ``__setstate__`` calls methods of its state's values.
+
+        ``self.defaults.setdefault(...)``, ``group.setdefault(...)`` for each of
+        ``self.param_groups``, ``self.state.get(...)``: each must be a container made in this
+        load, whose methods are its type's own (the key rule keeps them so), not an object
+        whose attribute of that name the file chose.
+        """
+        cls = self.instance_type(entry, inst)
+        optim = sys.modules.get("torch.optim")
+        if cls is None or optim is None or type(state) is not dict:
+            return None
+        if not issubclass(cls, optim.Optimizer):
+            return None
+        for key, kind in _OPTIMIZER_STATE.items():
+            if key in state and self._container(state[key]) != kind:
+                return f"an optimizer's {key} must be a {kind} made in this load"
+        groups = self.items_of(state.get("param_groups", []))
+        if any(self._container(group) != "dict" for group in groups):
+            return "an optimizer's param_groups must hold dicts made in this load"
         return None
 
     def attribute_dict(self, state: Any) -> bool:
