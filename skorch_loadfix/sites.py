@@ -123,10 +123,11 @@ def _setstate(net_module: types.ModuleType, fallback: Fallback) -> Wrapper:
         strict = is_strict()  # then the file's own kwargs can't loosen anything
         file_kwargs = None if strict else state.get("torch_load_kwargs")
         load_kwargs = effective(file_kwargs, where, fallback, in_memory=True)
-        # weights_only=False without strict is the caller's trust: upstream's reading.
-        guarded = bool(load_kwargs["weights_only"]) or strict
+        # weights_only=False is the caller's statement of trust (issue 9): upstream's
+        # reading. Under strict only the caller can make it: the file's kwargs don't count.
+        guarded = bool(load_kwargs["weights_only"])
         policy = make_policy(imported_components=True) if guarded else None
-        if strict:
+        if strict and guarded:
             refuse_untrusted(
                 audit_blob(state[BLOB], make_policy(imported_components=True), where), where
             )

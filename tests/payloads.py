@@ -10,10 +10,13 @@ from __future__ import annotations
 import io
 import os
 import pickle
+import warnings
+import zipfile
 from dataclasses import dataclass
 from pathlib import Path
 
 import torch
+import torchscript_payload
 
 from skorch_loadfix.formats import BLOB, dumps_state
 
@@ -76,7 +79,7 @@ def marker_code(marker: Path) -> str:
 
 def payloads(marker: Path) -> list[Payload]:
     """Every family; the runpy one runs ``script.py`` beside ``marker``, written by the caller."""
-    return [*named(marker), *gadgets(marker)]
+    return [*named(marker), *gadgets(marker), *archives(marker), *shadows()]
 
 
 def named(marker: Path) -> list[Payload]:
@@ -370,6 +373,157 @@ def gadgets(marker: Path) -> list[Payload]:
             "persistent id outside a torch stream",
             "BINPERSID on a builtins.tuple",
             b"(Vstorage\ntQ.",
+            hits=False,
+        ),
+    ]
+
+
+def victim(marker: Path) -> Path:
+    """The existing file a TorchScript payload overwrites (it cannot create the marker)."""
+    return marker.with_name("victim")
+
+
+def archives(marker: Path) -> list[Payload]:
+    """``torch.save`` zips that ``torch.load`` would not read as the loader's pickle: a blob or
+    tensor stream only (the outer pickle is never a zip)."""
+    system = pickle.dumps(Reduce(os.system, f"touch {marker}"), 2)
+    return [
+        Payload(
+            "TorchScript archive: torch.load dispatches it to torch.jit.load",
+            "constants.pkl",
+            torchscript_payload.archive(str(victim(marker))),
+            levels=(BLOB_LEVEL, TENSORS),
+            hits=False,  # it overwrites victim(marker) instead: see test_untrusted
+        ),
+        Payload(
+            "a second data.pkl: zipfile reads the last, torch the first",
+            "archive/data.pkl",
+            duplicate_data_pickle(_torch_save({}), system),
+            levels=(BLOB_LEVEL, TENSORS),
+        ),
+        Payload(
+            "a record torch.save never writes",
+            "extra.pkl",
+            with_records(_torch_save({}), {"extra.pkl": system}),
+            levels=(BLOB_LEVEL, TENSORS),
+            hits=False,  # torch itself never reads it
+        ),
+    ]
+
+
+def with_records(archive: bytes, records: dict[str, bytes], *, first: bool = False) -> bytes:
+    """``archive`` with ``records`` added in its folder: before its own, or after them."""
+    source = zipfile.ZipFile(io.BytesIO(archive))
+    folder = source.namelist()[0].partition("/")[0]
+    out = io.BytesIO()
+    added = [(f"{folder}/{name}", data) for name, data in records.items()]
+    own = [(name, source.read(name)) for name in source.namelist()]
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # "Duplicate name"
+        with zipfile.ZipFile(out, "w", zipfile.ZIP_STORED) as written:
+            for name, data in [*added, *own] if first else [*own, *added]:
+                written.writestr(name, data)
+    return out.getvalue()
+
+
+def duplicate_data_pickle(archive: bytes, evil: bytes) -> bytes:
+    """``archive`` with ``evil`` as a first data.pkl: Python's zipfile reads the archive's own
+    (the last of a name), torch's reader, given enough other records, the first."""
+    for padding in range(40):
+        pads = {f"pad{i}": b"" for i in range(padding)}
+        candidate = with_records(with_records(archive, pads), {"data.pkl": evil}, first=True)
+        if torch._C.PyTorchFileReader(io.BytesIO(candidate)).get_record("data.pkl") == evil:
+            return candidate
+    raise AssertionError("no layout in which torch reads the first data.pkl")
+
+
+def _new(module: str, name: str) -> bytes:
+    """``cls.__new__(cls)``: protocol 2 NEWOBJ."""
+    return _g(module, name) + b")\x81"
+
+
+def _bound(*items: bytes | str) -> bytes:
+    """A protocol-2 dict of key, value, ...: EMPTY_DICT MARK ... SETITEMS."""
+    return b"}(" + b"".join(map(_arg, items)) + b"u"
+
+
+def _partial(module: str, name: str, args: bytes, kwargs: bytes) -> bytes:
+    """``functools.partial(f)``, then BUILD with (f, args, kwargs, None)."""
+    func = _g(module, name)
+    return _g("functools", "partial") + b"(" + func + b"tR(" + func + args + kwargs + b"Ntb"
+
+
+def step_patch() -> bytes:
+    """Adam's ``__setstate__`` runs ``cls.step = self.profile_hook_step(cls.step)``: a BUILD
+    key shadowing the staticmethod makes Adam.step an Identity, for every later Adam."""
+    optimizer = b"\x80\x02" + _new("torch.optim.adam", "Adam")
+    state = ["defaults", b"}", "param_groups", b"]", "state", b"}"]
+    identity = _g("torch.nn.modules.linear", "Identity")
+    return optimizer + _bound("profile_hook_step", identity, *state) + b"b."
+
+
+ADAM = "BUILD on an instance of torch.optim.adam.Adam"
+
+
+def defaults_call() -> bytes:
+    """Optimizer.__setstate__ calls ``self.defaults.setdefault("differentiable", False)``:
+    an EpochTimer as ``defaults`` with ``print`` as its attribute (no method to shadow)."""
+    timer = _new("skorch.callbacks.logging", "EpochTimer") + _bound("setdefault", PRINT) + b"b"
+    state = _bound("defaults", timer, "param_groups", b"]", "state", b"}")
+    return b"\x80\x02" + _new("torch.optim.adam", "Adam") + state + b"b."
+
+
+def shadows() -> list[Payload]:
+    """BUILD keys that shadow a method the load itself calls, and a blob that is no dict."""
+    state = ["defaults", b"}", "param_groups", b"]", "state", b"}"]
+    setter = _partial(
+        "skorch.setter",
+        "optimizer_setter",
+        b"("
+        + _g("skorch.callbacks.training", "Checkpoint")
+        + _arg("lr")
+        + b"G?\xe0\x00\x00\x00\x00\x00\x00t",
+        b"}",
+    )
+    called = _partial("builtins", "print", b"(Vcalled\nt", b"}")
+    timer = _new("skorch.callbacks.logging", "EpochTimer")
+    return [
+        Payload("shadowing profile_hook_step patches Adam.step", ADAM, step_patch(), hits=False),
+        Payload(
+            "shadowing _patch_step_function calls a partial",
+            ADAM,
+            b"\x80\x02"
+            + _new("torch.optim.adam", "Adam")
+            + _bound("_patch_step_function", called, *state)
+            + b"b.",
+            hits=False,
+        ),
+        Payload(
+            "an optimizer's defaults whose setdefault the file chose",
+            ADAM,
+            defaults_call(),
+            hits=False,
+        ),
+        Payload(
+            "a partial of a function with a class argument",
+            "BUILD on an instance of functools.partial",
+            b"\x80\x02" + setter + b".",
+            hits=False,
+        ),
+        Payload(
+            "shadowing IsotonicRegression._build_f",
+            "BUILD on an instance of sklearn.isotonic.IsotonicRegression",
+            b"\x80\x02"
+            + _new("sklearn.isotonic", "IsotonicRegression")
+            + _bound("_build_f", called, "X_thresholds_", "a", "y_thresholds_", "b")
+            + b"b.",
+            hits=False,
+        ),
+        Payload(
+            "a blob that loads as no dict: restore() updates the state with it",
+            "a net's blob that does not load as a dict",
+            b"\x80\x02" + timer + _bound("keys", called) + b"b.",
+            levels=(BLOB_LEVEL,),
             hits=False,
         ),
     ]

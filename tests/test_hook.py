@@ -12,8 +12,9 @@ import sys
 import threading
 from pathlib import Path
 
+import flawed
 import pytest
-import skorch.utils
+import torch
 from audit_recorder import recording
 from conftest import run_python
 from gadget_chain import cached_call_chain
@@ -23,10 +24,10 @@ from sklearn.preprocessing import StandardScaler
 from skorch.callbacks import EpochScoring
 
 import skorch_loadfix
-from skorch_loadfix import UntrustedPickleError, inspection, sites
+from skorch_loadfix import UntrustedPickleError
 from skorch_loadfix.demo_model import Block, Model
 from skorch_loadfix.formats import BLOB, WRITERS, dumps, dumps_state
-from skorch_loadfix.safe import hook
+from skorch_loadfix.safe import hook, readers, verifier
 from skorch_loadfix.safe.hook import guarding, resolving
 
 CORPUS = Path("/work/shared/corpus")
@@ -325,7 +326,7 @@ def test_first_guarded_load_in_a_fresh_interpreter_raises_no_refused_event(tmp_p
 
 # --- a gadget nobody has found yet ----------------------------------------------------------
 
-CALL_TO_NUMPY = b"cskorch.utils\nto_numpy\n(I1\ntR."  # to_numpy(1): allowlisted, harmless
+CALL_FLAWED = b"cflawed\nconvert\n(I1\ntR."  # flawed.convert(1): allowed by the caller
 
 
 def gadgets(marker: Path, folder: Path):
@@ -340,77 +341,68 @@ def gadgets(marker: Path, folder: Path):
 
 
 @pytest.fixture
-def flawed(tmp_path, monkeypatch, request):
-    """skorch.utils.to_numpy, allowlisted, replaced by one that reaches the OS."""
+def flawed_marker(tmp_path, monkeypatch, request):
+    """flawed.convert, allowed through torch's safe globals, reaches the OS when called."""
     marker = tmp_path / "marker"
     monkeypatch.syspath_prepend(str(tmp_path))
     monkeypatch.delitem(sys.modules, IMPORTED, raising=False)
-    gadget = gadgets(marker, tmp_path)[request.param]
-
-    def to_numpy(*args):
-        gadget()
-        return args
-
-    monkeypatch.setattr(skorch.utils, "to_numpy", to_numpy)
-    yield marker
+    monkeypatch.setattr(flawed, "gadget", gadgets(marker, tmp_path)[request.param])
+    with torch.serialization.safe_globals([flawed.convert]):
+        yield marker
     sys.modules.pop(IMPORTED, None)
 
 
 GADGETS = ["os.system", "open", "import", "exec"]
 
 
-@pytest.mark.parametrize("flawed", GADGETS, indirect=True)
-def test_load_refuses_a_flawed_allowlisted_function(flawed):
+@pytest.mark.parametrize("flawed_marker", GADGETS, indirect=True)
+def test_load_refuses_a_flawed_allowlisted_function(flawed_marker):
     with pytest.raises(UntrustedPickleError, match="audit hook refused it"):
-        skorch_loadfix.load(io.BytesIO(CALL_TO_NUMPY))
-    assert not flawed.exists()
+        skorch_loadfix.load(io.BytesIO(CALL_FLAWED))
+    assert not flawed_marker.exists()
 
 
-@pytest.mark.parametrize("flawed", GADGETS, indirect=True)
-def test_without_the_hook_the_flawed_function_runs(flawed, monkeypatch):
+@pytest.mark.parametrize("flawed_marker", GADGETS, indirect=True)
+def test_without_the_hook_the_flawed_function_runs(flawed_marker, monkeypatch):
     """The control: the policy lets the call through; only the hook stops it."""
     monkeypatch.setattr(hook, "guarding", lambda where: contextlib.nullcontext())
-    skorch_loadfix.load(io.BytesIO(CALL_TO_NUMPY))
-    assert flawed.exists()
+    skorch_loadfix.load(io.BytesIO(CALL_FLAWED))
+    assert flawed_marker.exists()
 
 
 @pytest.fixture(scope="module")
 def net_calling_in_blob():
-    """A net whose blob is {"extra": to_numpy(1)}: pickled before to_numpy is replaced."""
+    """A net whose blob is {"extra": flawed.convert(1)}."""
     net = fit()
-    blob = b"(Vextra\n" + CALL_TO_NUMPY[:-1] + b"d."
+    blob = b"(Vextra\n" + CALL_FLAWED[:-1] + b"d."
     return dumps_state(net, {**net.__getstate__(), BLOB: blob})
 
 
-@pytest.mark.parametrize("flawed", ["os.system", "open"], indirect=True)
+@pytest.mark.parametrize("flawed_marker", ["os.system", "open"], indirect=True)
 @pytest.mark.parametrize("hooked", [True, False], ids=["hooked", "control"])
 def test_strict_blob_read_refuses_a_flawed_allowlisted_function(
-    net_calling_in_blob, flawed, hooked, monkeypatch
+    net_calling_in_blob, flawed_marker, hooked, monkeypatch
 ):
     if not hooked:
-        monkeypatch.setattr(sites, "guarding", lambda where: contextlib.nullcontext())
+        monkeypatch.setattr(readers, "guarding", lambda where: contextlib.nullcontext())
     skorch_loadfix.apply(strict=True)
     try:
         with pytest.raises(UntrustedPickleError) if hooked else contextlib.nullcontext():
             pickle.loads(net_calling_in_blob)
     finally:
         skorch_loadfix.revert()
-    assert flawed.exists() is not hooked
+    assert flawed_marker.exists() is not hooked
 
 
-@pytest.mark.parametrize("hooked", [True, False], ids=["hooked", "control"])
-def test_the_cached_call_chain_is_stopped_by_the_hook_alone(tmp_path, monkeypatch, hooked):
-    """With today's static audit switched off (it happens to choke on this file), the chain
-    runs through the guarded unpickler's allowlist; the hook stops it at compile."""
+@pytest.mark.parametrize("audited", [True, False], ids=["audit and guard", "guard alone"])
+def test_the_cached_call_chain_is_refused_and_runs_unguarded(tmp_path, monkeypatch, audited):
+    """Issue 9's chain names only globals the old allowlist had: the policy refuses it at
+    either line now (_cached_call is not allowed, and no function is ever built into)."""
     marker = tmp_path / "marker"
-    monkeypatch.setattr(inspection, "refuse_untrusted", lambda *args: None)
-    monkeypatch.setattr(inspection, "read_file", lambda data: (None, {}))
-    if not hooked:
-        monkeypatch.setattr(hook, "guarding", lambda where: contextlib.nullcontext())
-    with (
-        pytest.raises(UntrustedPickleError, match=r"tried compile\(")
-        if hooked
-        else (contextlib.nullcontext())
-    ):
+    if not audited:
+        monkeypatch.setattr(verifier, "refuse_untrusted", lambda *args: None)
+    with pytest.raises(UntrustedPickleError, match="_cached_call"):
         skorch_loadfix.load(io.BytesIO(cached_call_chain(marker)))
-    assert marker.exists() is not hooked
+    assert not marker.exists()
+    pickle.loads(cached_call_chain(marker))  # the control: live under plain pickle
+    assert marker.exists()

@@ -13,9 +13,11 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
+import payloads as payload_module
 import pytest
 import skorch
 import torch
+import torchscript_payload
 from models import X, fit, y
 from packaging.version import Version
 from payloads import (
@@ -145,15 +147,11 @@ def test_load_refuses_every_payload_at_every_level(marker, net, line, level):
     assert not_refused(outcomes(marker, net, level, load)) == {}
 
 
-# The allowlist with both lines; the blocklist alone (weights_only=False) with the guard alone.
-@pytest.mark.parametrize(
-    ("weights_only", "line"), [(True, LINES[0]), (False, LINES[1])], indirect=["line"]
-)
 @pytest.mark.parametrize("level", [BLOB_LEVEL, TENSORS])
-def test_strict_refuses_every_nested_payload(marker, net, line, level, weights_only):
+def test_strict_refuses_every_nested_payload(marker, net, line, level):
     skorch_loadfix.apply(strict=True)
     try:
-        with skorch_loadfix.torch_load_kwargs(weights_only=weights_only):
+        with skorch_loadfix.torch_load_kwargs(weights_only=True):
             found = outcomes(marker, net, level, pickle.loads)
     finally:
         skorch_loadfix.revert()
@@ -170,8 +168,11 @@ def test_weights_only_refuses_every_nested_payload(marker, net, level):
             found = outcomes(marker, net, level, pickle.loads)
     finally:
         skorch_loadfix.revert()
-    found = {  # a tensor stream's refusal is torch's, in its words; still nothing ran
-        family: "refused" if outcome.startswith("UnpicklingError: Weights only load") else outcome
+    torchs = ("UnpicklingError: Weights only load", "RuntimeError: Cannot use ``weights_only=True")
+    if level == TENSORS:  # torch's refusal, in its words, or ours of what torch returned
+        torchs += ("refused {'REDUCE on a builtins.dict'",)
+    found = {  # still nothing ran
+        family: "refused" if outcome.startswith(torchs) and "it ran" not in outcome else outcome
         for family, outcome in found.items()
     }
     assert not_refused(found) == {}
@@ -188,6 +189,39 @@ def test_every_payload_runs_when_loaded_unguarded(marker, net, level):
         skorch_loadfix.revert()
     ran = {family for family, outcome in found.items() if outcome.endswith("and it ran")}
     assert ran == {p.family for p in families(marker).values() if p.hits and level in p.levels}
+
+
+TORCHSCRIPT = "TorchScript archive: torch.load dispatches it to torch.jit.load"
+
+
+@pytest.mark.parametrize("level", [BLOB_LEVEL, TENSORS])
+def test_torchscript_archive_runs_only_unguarded(marker, net, level):
+    """TorchScript writes no marker: it overwrites an existing file, in C++."""
+    victim = payload_module.victim(marker)
+    victim.write_bytes(b"victim")
+    _, data = payload_file(marker, net, TORCHSCRIPT, level)
+    guarded = {
+        "load()": lambda: skorch_loadfix.load(io.BytesIO(data), allow=[Model, Block]),
+        "strict": lambda: load_with(data, strict=True, weights_only=True),
+        "weights_only": lambda: load_with(data, strict=False, weights_only=True),
+    }
+    for name, load in guarded.items():
+        with pytest.raises((UntrustedPickleError, RuntimeError)):
+            load()
+        assert victim.read_bytes() == b"victim", name
+    with warnings.catch_warnings(), contextlib.suppress(Exception):
+        warnings.simplefilter("ignore")  # torch's "dispatching to torch.jit.load"
+        load_with(data, strict=False, weights_only=False)
+    assert victim.read_bytes().startswith(torchscript_payload.WRITTEN)  # the control
+
+
+def load_with(data: bytes, *, strict: bool, weights_only: bool):
+    skorch_loadfix.apply(strict=strict)
+    try:
+        with skorch_loadfix.torch_load_kwargs(weights_only=weights_only):
+            return pickle.loads(data)
+    finally:
+        skorch_loadfix.revert()
 
 
 def test_a_file_cannot_loosen_its_own_loading(marker, net):
@@ -415,21 +449,20 @@ def test_text_file_is_a_clear_error(tmp_path):
 
 
 @pytest.mark.parametrize(
-    ("strict", "error", "message"),
+    ("caller", "error", "message"),
     [
-        (True, UntrustedPickleError, "no_such_module.thing: not allowed"),
-        (False, ModuleNotFoundError, "no_such_module"),  # the control: weights_only=False is trust
+        ({"weights_only": True}, UntrustedPickleError, "no_such_module.thing: not allowed"),
+        # the control: the caller's weights_only=False is trust, strict or not
+        ({"weights_only": False}, ModuleNotFoundError, "no_such_module"),
     ],
 )
-def test_strict_restricts_even_under_weights_only_false(net, strict, error, message):
-    """strict audits and restricts the blob whatever weights_only says: the file can't opt out."""
-    data = placed(b"cno_such_module\nthing\n.", BLOB_LEVEL, net, net.__getstate__())
-    skorch_loadfix.apply(strict=strict)
+def test_strict_restricts_unless_the_caller_says_weights_only_false(net, caller, error, message):
+    """Under strict the file's own weights_only=False doesn't count; the caller's does."""
+    state = {**net.__getstate__(), "torch_load_kwargs": {"weights_only": False}}
+    data = placed(b"cno_such_module\nthing\n.", BLOB_LEVEL, net, state)
+    skorch_loadfix.apply(strict=True)
     try:
-        with (
-            pytest.raises(error, match=message),
-            skorch_loadfix.torch_load_kwargs(weights_only=False),
-        ):
+        with pytest.raises(error, match=message), skorch_loadfix.torch_load_kwargs(**caller):
             pickle.loads(data)
     finally:
         skorch_loadfix.revert()
@@ -515,3 +548,65 @@ def test_real_files_from_2022_on_load(path):
         loaded = skorch_loadfix.load(path)
     width = next(m.in_features for m in loaded.module_.modules() if hasattr(m, "in_features"))
     assert loaded.predict(np.zeros((3, width), dtype="float32")).shape == (3,)
+
+
+# -- Method shadowing and the blob's type (the red team's F2-F7) -----------------------------
+
+
+@contextlib.contextmanager
+def adam_step_kept():
+    """Adam's own step, not yet wrapped by torch (as before any Adam in the process)."""
+    original = torch.optim.Adam.__dict__["step"]
+    torch.optim.Adam.step = unwrapped = getattr(original, "__wrapped__", original)
+    try:
+        yield unwrapped
+    finally:
+        torch.optim.Adam.step = original
+
+
+def test_shadowing_profile_hook_step_patches_adam_unguarded():
+    """The control of the shadowing families: plain pickle lets the file replace Adam.step."""
+    with adam_step_kept():
+        pickle.loads(payload_module.step_patch())
+        assert isinstance(torch.optim.Adam.__dict__["step"], torch.nn.Identity)
+
+
+def test_optimizer_state_calls_what_the_file_chose_unguarded(capsys):
+    """The control of the optimizer-state family: plain pickle calls the file's print."""
+    pickle.loads(payload_module.defaults_call())
+    assert capsys.readouterr().out == "differentiable False\n"
+
+
+def test_step_is_checked_even_without_the_shadowing_rule(monkeypatch):
+    """The second line: with the key rule off, the optimizer's changed step is undone."""
+    from skorch_loadfix.safe.unpickler import Rules
+
+    monkeypatch.setattr(Rules, "_shadowing", lambda *args: None)
+    monkeypatch.setattr(verifier, "refuse_untrusted", lambda *args: None)
+    with adam_step_kept() as unwrapped:
+        with pytest.raises(UntrustedPickleError, match="replaced the class's step"):
+            skorch_loadfix.load(io.BytesIO(payload_module.step_patch()))
+        assert torch.optim.Adam.__dict__["step"] is unwrapped
+        # A legit Adam, the first in the process: torch's own wrapping of step passes.
+        adam = torch.optim.Adam(torch.nn.Linear(2, 1).parameters())
+        torch.optim.Adam.step = unwrapped
+        skorch_loadfix.load(io.BytesIO(pickle.dumps(adam)))
+        assert torch.optim.Adam.__dict__["step"].__wrapped__ is unwrapped
+
+
+@pytest.mark.parametrize("blob", [bytearray, str, int], ids=lambda kind: kind.__name__)
+def test_a_blob_that_is_not_bytes_is_refused_by_audit_and_loader(marker, net, blob):
+    system = pickle.dumps(payload_module.Reduce(os.system, f"touch {marker}"))
+    value = {bytearray: bytearray(system), str: system.decode("latin1"), int: 7}[blob]
+    data = dumps_state(net, {**net.__getstate__(), "__cuda_dependent_attributes__": value})
+    found = skorch_loadfix.untrusted_globals(io.BytesIO(data), allow=[Model, Block])
+    assert list(found) == [verifier.NOT_BYTES]
+    with pytest.raises(UntrustedPickleError, match="not bytes"):
+        skorch_loadfix.load(io.BytesIO(data), allow=[Model, Block])
+    with pytest.raises(UntrustedPickleError, match="not bytes"):
+        load_with(data, strict=True, weights_only=True)
+    assert not marker.exists()
+    if blob is bytearray:  # the control: upstream reads a bytearray blob, and it runs
+        with contextlib.suppress(Exception):
+            load_with(data, strict=False, weights_only=False)
+        assert marker.exists()

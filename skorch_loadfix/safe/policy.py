@@ -210,7 +210,27 @@ def _partial_state(facts: Facts, state: tuple[Any, ...]) -> str | None:
         return "wraps a class or a constant the policy names"
     if type(args) is not tuple or type(kwds) not in (dict, type(None)):
         return "takes a tuple of arguments and a dict of keywords"
-    return None if attributes is None or _attribute_dict(attributes) else "bad attribute dict"
+    if attributes is not None and not _attribute_dict(attributes):
+        return "bad attribute dict"
+    # It is called with them later: a class (skorch's module=partial(MLPModule, output_nonlin=
+    # Softmax()), in real files) with what this load made; a function with plain data only.
+    if facts.named(func).kind == "class":  # type: ignore[union-attr]
+        ok = all(_made_here(facts, value) for value in (*args, *(kwds or {}).values()))
+    else:
+        ok = _plain(args) and _plain(kwds)
+    return None if ok else "its arguments and keywords must be data made in this load"
+
+
+def _made_here(facts: Facts, value: Any) -> bool:
+    """Plain data, what a call of this load made, a class the policy names, or lists of them."""
+    if type(value) in (tuple, list):
+        return all(_made_here(facts, item) for item in value)
+    if type(value) is dict:
+        return all(_plain(k) and _made_here(facts, v) for k, v in value.items())
+    entry = facts.named(value)
+    return (
+        _plain(value) or facts.created(value) is not None or getattr(entry, "kind", "") == "class"
+    )
 
 
 def _dtype_state(facts: Facts, state: tuple[Any, ...]) -> str | None:
@@ -474,6 +494,14 @@ class Policy:
             return entry, None  # the audit imports nothing: the entry alone decides
         self._check_object(entry, obj)
         return entry, obj
+
+    def imported(self, full: str) -> Any:
+        """The object ``full`` names: imported only for an entry of the written tables.
+
+        The audit imports nothing a file names, but it must see a class's methods to judge
+        what its state may shadow: the table's modules are the vetted libraries themselves.
+        """
+        return _lookup(full, importing=full in table())[1]
 
     def _written(self, full: str) -> Entry | None:
         if full in self.allow:

@@ -17,12 +17,14 @@ import pickle
 import types
 from typing import IO, Any, cast
 
+from ..errors import UntrustedPickleError
 from ..legacy import upgrade_state
+from .archive import refusals
 from .hook import guarding
 from .memoryfile import MemoryFile
 from .policy import Policy, translated
 from .unpickler import BLOB, Guarded
-from .verifier import BLOB_LEVEL, TENSORS, is_torch_save
+from .verifier import BLOB_LEVEL, NOT_BYTES, NOT_DICT, OUTER, TENSORS, ZIP_MAGIC, is_torch_save
 
 TENSOR_STREAM = "torch.storage._load_from_bytes"  # how a pickled tensor nests its bytes
 # From this size a blob holds tensors worth reading in place: below it, the copies cost less
@@ -75,11 +77,19 @@ class Reader:
     def cuda_attributes(self, blob: bytes) -> dict[str, Any]:
         if self.policy is None:
             return self._upstream(blob)  # type: ignore[no-any-return]
+        if type(blob) not in (bytes, memoryview):  # the audit follows nothing else either
+            what = f"a {type(blob).__name__} (in the {OUTER})"
+            raise UntrustedPickleError(self.where, {NOT_BYTES: what})
         with guarding(self.where):
             if is_torch_save(blob):
-                return self._torch_load(io.BytesIO(blob), BLOB_LEVEL)  # type: ignore[no-any-return]
-            file = MemoryFile(blob) if len(blob) >= IN_PLACE_FROM else io.BytesIO(blob)
-            return self.unpickler(file, BLOB_LEVEL).load()  # type: ignore[no-any-return]
+                found = self._torch_load(blob, io.BytesIO(blob), BLOB_LEVEL)
+            else:
+                file = MemoryFile(blob) if len(blob) >= IN_PLACE_FROM else io.BytesIO(blob)
+                found = self.unpickler(file, BLOB_LEVEL).load()
+        if type(found) is not dict:  # restore() updates the net's state with it
+            what = f"a {type(found).__name__} (in the {BLOB_LEVEL})"
+            raise UntrustedPickleError(self.where, {NOT_DICT: what})
+        return found
 
     def unpickler(self, file: Any, level: str, **kwargs: Any) -> Guarded:
         assert self.policy is not None
@@ -92,7 +102,7 @@ class Reader:
             import torch
 
             return torch.load(cast(IO[bytes], file), map_location=self.map_location, **self.kwargs)
-        return self._torch_load(file, TENSORS)
+        return self._torch_load(data, file, TENSORS)
 
     def restore_net(self, net: Any, state: dict[str, Any]) -> None:
         """A net nested in a guarded read is restored under the same policy, never its own."""
@@ -107,9 +117,13 @@ class Reader:
 
         restore(sys.modules["skorch.net"], net, state, {}, self.where, self.policy)
 
-    def _torch_load(self, file: Any, level: str) -> Any:
+    def _torch_load(self, data: bytes | memoryview, file: Any, level: str) -> Any:
         import torch
 
+        if bytes(data[:4]) == ZIP_MAGIC:  # never a TorchScript archive: see archive.py
+            refused = refusals(data, level)
+            if refused:
+                raise UntrustedPickleError(self.where, refused)
         module = _pickle_module(self, level)
         return torch.load(
             file, map_location=self.map_location, weights_only=False, pickle_module=module

@@ -11,8 +11,9 @@ the policy and which ones a call of this load created, and refuses:
   way ``_identity(EpochTimer)`` would hand a real class to BUILD;
 - BUILD on anything but an instance a call of this load created of a class in the table,
   with a state that is not an attribute dict of plain names (or what that class's entry
-  says it takes), slotstate where not listed; the class's own ``__setstate__`` is used,
-  never one the instance carries;
+  says it takes), slotstate where not listed, or a key that would shadow a method of the
+  class; the class's own ``__setstate__`` is used, never one the instance carries, and an
+  optimizer's may not replace its class's ``step``;
 - SETITEM(S), APPEND(S), ADDITEMS into anything but a dict-, list- or set-like container
   made in this load, through its type's own methods;
 - PERSID outside torch's storage protocol inside a torch stream.
@@ -28,6 +29,7 @@ from __future__ import annotations
 
 import collections
 import copyreg
+import functools
 import pickle
 import struct
 import sys
@@ -43,6 +45,7 @@ from .policy import PARAMETER, STORAGE, TENSOR, Entry, Policy, Refused, table
 BLOB = "__cuda_dependent_attributes__"
 OLD_BLOB = "cuda_dependent_attributes_"  # skorch 0.5 kept the blob under this key
 BLOB_KEYS = (BLOB, OLD_BLOB)
+_OPTIMIZER_STATE = {"defaults": "dict", "state": "dict", "param_groups": "list"}
 _CALLABLES = (
     type,
     types.FunctionType,
@@ -252,9 +255,56 @@ class Rules(pickle._Unpickler):
                 if state is None or self.attribute_dict(state)
                 else ("the state must be a dict of attribute names, none of them a dunder")
             )
+        if why is None:
+            why = self._shadowing(entry, inst, state) or self._optimizer_state(entry, inst, state)
         if why is not None:
             self.refuse("BUILD", inst, why)
         self.set_state(entry, inst, state, slotstate)
+
+    def instance_type(self, entry: Entry, inst: Any) -> type | None:
+        """The class ``inst`` is an instance of, if known (the audit imports nothing)."""
+        return type(inst)
+
+    def _shadowing(self, entry: Entry, inst: Any, state: Any) -> str | None:
+        """Why a state key may not be set: it would shadow a method of the class.
+
+        An instance attribute hides a function, staticmethod or classmethod of its class, so
+        whatever code runs on the instance later (its own ``__setstate__`` during this very
+        load: ``Optimizer.__setstate__`` calls ``self._patch_step_function()``) would call
+        the file's object instead. Plain data class attributes may be shadowed, and a data
+        descriptor (a property) is never hidden.
+        """
+        cls = self.instance_type(entry, inst)
+        attributes = state[3] if entry.name == "functools.partial" else state
+        if cls is None or type(attributes) is not dict:
+            return None
+        for key in attributes:
+            klass = next((klass for klass in cls.__mro__ if key in vars(klass)), None)
+            if klass is not None and _shadowed(vars(klass)[key]):
+                return f"the state key {key!r} would shadow {klass.__qualname__}.{key}"
+        return None
+
+    def _optimizer_state(self, entry: Entry, inst: Any, state: Any) -> str | None:
+        """An optimizer's ``__setstate__`` calls methods of its state's values.
+
+        ``self.defaults.setdefault(...)``, ``group.setdefault(...)`` for each of
+        ``self.param_groups``, ``self.state.get(...)``: each must be a container made in this
+        load, whose methods are its type's own (the key rule keeps them so), not an object
+        whose attribute of that name the file chose.
+        """
+        cls = self.instance_type(entry, inst)
+        optim = sys.modules.get("torch.optim")
+        if cls is None or optim is None or type(state) is not dict:
+            return None
+        if not issubclass(cls, optim.Optimizer):
+            return None
+        for key, kind in _OPTIMIZER_STATE.items():
+            if key in state and self._container(state[key]) != kind:
+                return f"an optimizer's {key} must be a {kind} made in this load"
+        groups = self.items_of(state.get("param_groups", []))
+        if any(self._container(group) != "dict" for group in groups):
+            return "an optimizer's param_groups must hold dicts made in this load"
+        return None
 
     def attribute_dict(self, state: Any) -> bool:
         return type(state) is dict and all(
@@ -426,12 +476,30 @@ class Guarded(Rules):
             upgrade_optimizer_state(inst, state)  # what apply() patches in for pickle.load
         setstate = getattr(type(inst), "__setstate__", None)
         if setstate is not None:
+            step = _optimizer_step(inst)
             setstate(inst, state)
+            if step is not None:
+                self._check_step(inst, step)
             return
         if state:
             inst.__dict__.update(state)
         for key, value in (slotstate or {}).items():
             setattr(inst, key, value)
+
+    def _check_step(self, inst: Any, before: Any) -> None:
+        """``Optimizer.__setstate__`` writes ``type(inst).step``: for every later instance.
+
+        It may wrap torch's own step in torch's profiling wrapper, once; anything else (a
+        file's object, reached by shadowing the method that wraps) is undone and refused.
+        """
+        after = type(inst).step
+        if after is before or (
+            getattr(after, "__wrapped__", None) is before
+            and getattr(after, "__code__", None) is _profiling_wrapper()
+        ):
+            return
+        type(inst).step = before
+        self.refuse("BUILD", inst, "its __setstate__ replaced the class's step")
 
     def fill(self, target: Any, method: str, items: list[Any]) -> None:
         if method == "__setitem__":
@@ -450,6 +518,33 @@ class Guarded(Rules):
         ):
             self.refuse("BINPERSID", result, "torch's storage protocol returned no storage")
         return result
+
+
+def _shadowed(found: Any) -> bool:
+    """Whether an instance attribute would hide ``found``, a callable class attribute.
+
+    A data descriptor (a property, a slot) wins over the instance dict: it is never hidden.
+    """
+    descriptor = type(found)
+    if hasattr(descriptor, "__set__") or hasattr(descriptor, "__delete__"):
+        return False
+    return callable(found) or hasattr(descriptor, "__get__")
+
+
+def _optimizer_step(inst: Any) -> Any:
+    """The class's ``step`` if ``inst`` is a torch optimizer (torch is imported then)."""
+    optim = sys.modules.get("torch.optim")
+    if optim is None or not isinstance(inst, optim.Optimizer):
+        return None
+    return type(inst).step
+
+
+@functools.cache
+def _profiling_wrapper() -> types.CodeType:
+    """The code of torch's ``profile_hook_step`` wrapper (functools.wraps renames it)."""
+    import torch
+
+    return torch.optim.Optimizer.profile_hook_step(_classes).__code__
 
 
 def _classes() -> dict[str, type]:

@@ -16,19 +16,21 @@ from __future__ import annotations
 
 import io
 import pickle
-import zipfile
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any
 
 from ..errors import UntrustedPickleError
+from .archive import data_pickle, refusals
 from .memoryfile import MemoryFile
 from .policy import Entry, Policy, Refused, translated
-from .unpickler import BLOB_KEYS, Rules
+from .unpickler import BLOB, BLOB_KEYS, Rules
 
 OUTER, BLOB_LEVEL, TENSORS = "outer pickle", "cuda-attributes blob", "tensor streams"
 LEVELS = (OUTER, BLOB_LEVEL, TENSORS)
+NOT_BYTES = "a net's blob that is not bytes written in the file"
+NOT_DICT = "a net's blob that does not load as a dict"
 ZIP_MAGIC = b"PK\x03\x04"
 TORCH_MAGIC = 0x1950A86A20F9469CFC6C  # torch.serialization.MAGIC_NUMBER, without importing torch
 
@@ -107,6 +109,10 @@ class Symbolic(Rules):
     def construct(self, entry: Entry, cls: Any, args: tuple[Any, ...]) -> Any:
         return Made(entry, args)
 
+    def instance_type(self, entry: Entry, inst: Any) -> type | None:
+        found = self.policy.imported(entry.name)
+        return found if isinstance(found, type) else None
+
     def set_state(self, entry: Entry, inst: Any, state: Any, slotstate: Any) -> None:
         inst.state = state
         self._follow_blob(inst, state)
@@ -115,10 +121,16 @@ class Symbolic(Rules):
         if type(state) is not dict:
             return
         for key in BLOB_KEYS:
-            if type(state.get(key)) in (bytes, memoryview):
-                if isinstance(inst, Made):
-                    self.audit.findings.nets.append(inst)
-                self.audit.blob(state[key])
+            if key not in state:
+                continue
+            if type(state[key]) not in (bytes, memoryview):
+                if key == BLOB:  # what the loader refuses too; skorch >= 0.6 lists names
+                    kind = type(state[key]).__name__  # under the old key
+                    self.audit.refuse(NOT_BYTES, f"a {kind} (in the {self.level})")
+                continue
+            if isinstance(inst, Made):
+                self.audit.findings.nets.append(inst)
+            self.audit.blob(state[key])
 
     def build(self, inst: Any, state: Any) -> None:
         if isinstance(inst, Opaque):
@@ -171,30 +183,36 @@ class Audit:
 
     def blob(self, data: bytes | memoryview) -> None:
         if is_torch_save(data):
-            self._torch(data, BLOB_LEVEL)
+            found = self._torch(data, BLOB_LEVEL)
         else:
-            self._pickle(MemoryFile(data), BLOB_LEVEL)
+            found = self._pickle(MemoryFile(data), BLOB_LEVEL)
+        # What the loader refuses before restore() updates the net's state with it.
+        made_dict = isinstance(found, Made) and found.entry.name == "builtins.dict"
+        if type(found) is not dict and not made_dict and not isinstance(found, Opaque):
+            self.refuse(NOT_DICT, f"{_made(found)} (in the {BLOB_LEVEL})")
 
     def stream(self, data: bytes | memoryview) -> None:
         self._torch(data, TENSORS)
 
-    def _torch(self, data: bytes | memoryview, level: str) -> None:
+    def _torch(self, data: bytes | memoryview, level: str) -> Any:
+        """What ``torch.load`` would return, as the audit sees it (Opaque: it can't tell)."""
         if bytes(data[:4]) == ZIP_MAGIC:
-            archive = zipfile.ZipFile(MemoryFile(data))
-            # torch reads one data.pkl; reading every pickle in the archive misses none.
-            for name in archive.namelist():
-                if name.endswith(".pkl"):
-                    with archive.open(name) as member:
-                        self._pickle(io.BytesIO(member.read()), level, torch_stream=True)
-            return
+            refused = refusals(data, level)
+            if refused:  # torch.load would never read such an archive for the loader
+                self.findings.refused.update(refused)
+                return Opaque()
+            return self._pickle(io.BytesIO(data_pickle(data)), level, torch_stream=True)
         file = MemoryFile(data)
         # magic number, protocol, sys_info, the object, storage keys; raw storages follow.
         if self._pickle(file, level) != TORCH_MAGIC:
             self.refuse(f"a stream in the {level}", "not a torch.save stream (no magic number)")
-            return
+            return Opaque()
+        found = []
         for torch_stream in (False, False, True, False):
-            if isinstance(self._pickle(file, level, torch_stream=torch_stream), Opaque):
-                return  # a broken rule stops the level: the rest can't be found
+            found.append(self._pickle(file, level, torch_stream=torch_stream))
+            if isinstance(found[-1], Opaque):
+                return found[-1]  # a broken rule stops the level: the rest can't be found
+        return found[2]
 
     def _pickle(self, file: Any, level: str, *, torch_stream: bool = False) -> Any:
         try:
@@ -202,6 +220,10 @@ class Audit:
         except UntrustedPickleError as error:  # a rule broken: this level stops here
             self.findings.refused.update(error.refused)
             return Opaque()
+
+
+def _made(found: Any) -> str:
+    return f"a {found.entry.name}" if isinstance(found, Made) else f"a {type(found).__name__}"
 
 
 def is_torch_save(blob: bytes | memoryview) -> bool:
@@ -226,7 +248,10 @@ def audit(data: bytes | memoryview, policy: Policy, where: str) -> Findings:
 def audit_blob(blob: bytes | memoryview, policy: Policy, where: str) -> Findings:
     with unreadable():
         checker = Audit(policy, where)
-        checker.blob(blob)
+        if type(blob) in (bytes, memoryview):
+            checker.blob(blob)
+        else:  # skorch writes bytes: anything else was built by a call the audit cannot follow
+            checker.refuse(NOT_BYTES, f"a {type(blob).__name__} (in the {OUTER})")
         return checker.findings
 
 

@@ -1,10 +1,13 @@
-"""Random opcode programs over allowlisted globals, loaded with load(): whatever they do,
-no refused audit event fires, no marker appears, no allowlisted global is changed for the
-rest of the process, and the only exceptions are pickle.UnpicklingError and subclasses.
+"""Random opcode programs over the policy's own table, at the outer pickle and in a net's blob.
+
+Whatever a program does, loaded with ``load()``: no refused audit event fires, no marker
+appears, no allowed class or function is changed for the rest of the process, and the only
+exceptions are ``pickle.UnpicklingError`` and its subclasses. And the two lines agree: what
+``untrusted_globals()`` passes, the restricted unpickler alone does not refuse.
 
 The programs call what is on the stack (REDUCE, NEWOBJ, OBJ, INST), BUILD into it and
 SETITEM/APPEND into it, whatever it is, and go through the memo: the moves a gadget chain
-is made of. Strings on offer are the attribute names such chains look up.
+is made of. Strings on offer are the attribute names such chains look up or shadow.
 """
 
 from __future__ import annotations
@@ -22,43 +25,37 @@ from hypothesis import strategies as st
 from models import fit
 
 import skorch_loadfix
-from skorch_loadfix import allowlist
+from skorch_loadfix import UntrustedPickleError
 from skorch_loadfix.formats import BLOB, dumps_state
+from skorch_loadfix.safe.hook import guarding
+from skorch_loadfix.safe.policy import Refused, policy, table
+from skorch_loadfix.safe.readers import Reader
+from skorch_loadfix.safe.verifier import OUTER, unreadable
 
 MARKER = Path(__file__).resolve().parent / ".property-marker"  # never written unless code ran
-
-# Allowed by today's rules without being listed by name: classes of skorch, torch.nn and
-# scikit-learn, any function of sklearn.metrics. The gadgets issue 9 found are among them.
-RULE_ALLOWED = [
-    "skorch.net.NeuralNet",
-    "skorch.classifier.NeuralNetClassifier",
-    "skorch.callbacks.EpochTimer",
-    "skorch.callbacks.EpochScoring",
-    "skorch.callbacks.PrintLog",
-    "skorch.history.History",
-    "skorch.dataset.ValidSplit",
-    "torch.nn.modules.linear.Linear",
-    "torch.nn.modules.container.Sequential",
-    "torch.optim.adam.Adam",
-    "sklearn.svm._classes.OneClassSVM",
-    "sklearn.pipeline.Pipeline",
+# Refused names, so that the programs also test what the two lines do with them.
+REFUSED = [
+    "builtins.getattr",
     "sklearn.metrics._scorer._cached_call",
-    "sklearn.metrics._scorer._Scorer",
-    "sklearn.metrics._classification.accuracy_score",
+    "skorch.utils._identity",
+    "skorch.utils._TorchLoadUnpickler",
+    "torch.jit.load",
 ]
 
 
-def allowlisted_names() -> list[tuple[str, str]]:
-    """Every global the programs may name: the policy's own tables and the rule-allowed above,
-    each kept only if today's policy allows it. After the loader rewrite, take the new
-    policy's enumerated list here."""
-    policy = allowlist.policy()
-    candidates = sorted(allowlist._FUNCTIONS | allowlist._TYPES) + RULE_ALLOWED
-    names = [tuple(full.rsplit(".", 1)) for full in candidates]
-    return [(module, name) for module, name in names if policy.refusal(module, name) is None]
+def allowed() -> dict[str, object]:
+    """Every name in the policy's table that resolves in this install, with its object."""
+    found, default = {}, policy()
+    for full in sorted(table()):
+        try:
+            found[full] = default.entry(*full.rsplit(".", 1), importing=True)[1]
+        except Refused:
+            continue  # not in this install (an old scorer class, a removed skorch name)
+    return found
 
 
-NAMES = allowlisted_names()
+ALLOWED = allowed()
+NAMES = [tuple(full.rsplit(".", 1)) for full in [*ALLOWED, *REFUSED]]
 # The first optimizer a process builds imports torch._dynamo and wraps its class's step:
 # once, whoever calls it. A process that trains has done it; so does this one, up front.
 torch.optim.Adam([torch.zeros(1, requires_grad=True)])
@@ -66,6 +63,7 @@ STRINGS = [
     "__getattribute__", "__globals__", "__builtins__", "__dict__", "__class__", "__init__",
     "__sklearn_tags__", "__reduce_ex__", "__setstate__", "exec", "eval", "open", "system",
     "on_epoch_begin", "predict", "x", f"open({str(MARKER)!r}, 'w').close()", f"touch {MARKER}",
+    "profile_hook_step", "_patch_step_function", "keys", "_build_f", "step", "f8",
 ]  # fmt: skip
 
 # (opcode bytes, items it needs on top, items it leaves): checked against the stack as built.
@@ -112,10 +110,26 @@ _whole_call = st.tuples(
     ),
     st.lists(_atom, max_size=4),
 ).map(lambda call: [call[0], ("MARK", None), *call[1], ("TUPLE", None), ("REDUCE", None)])
-# Weighted towards what chains are made of: globals, names, calls, memo.
+# A whole BUILD, into a global or a memo entry: a state dict of names and atoms.
+_whole_build = st.tuples(
+    st.one_of(
+        st.sampled_from(NAMES).map(lambda name: ("GLOBAL", name)),
+        st.integers(0, 3).map(lambda index: ("GET", index)),
+    ),
+    st.lists(st.tuples(st.sampled_from(STRINGS).map(lambda t: ("STRING", t)), _atom), max_size=3),
+).map(
+    lambda build: [
+        build[0],
+        ("CONST", "dict"),
+        *[item for key, value in build[1] for item in (key, value, ("SETITEM", None))],
+        ("BUILD", None),
+    ]
+)
+# Weighted towards what chains are made of: globals, names, calls, BUILDs, memo.
 op = st.one_of(
     _whole_call,
     _whole_call,
+    _whole_build,
     _global,
     _string,
     _call,
@@ -183,23 +197,22 @@ def program(ops: list[tuple[str, object]]) -> bytes:
     return b"".join(out) + pickle.STOP
 
 
-def snapshot() -> dict[tuple[str, str], dict[str, object]]:
-    """The attributes of every allowlisted global, to see (and undo) a class patched by BUILD."""
-    found = {}
-    for module, name in NAMES:
-        obj = allowlist.policy().resolve(module, name)
-        if isinstance(obj, (type, types.FunctionType)):
-            found[(module, name)] = dict(vars(obj))
-    return found
+def snapshot() -> dict[str, dict[str, object]]:
+    """The attributes of every allowed class and function, to see (and undo) a patch."""
+    return {
+        full: dict(vars(obj))
+        for full, obj in ALLOWED.items()
+        if isinstance(obj, (type, types.FunctionType))
+    }
 
 
 def changes(before, after) -> list[str]:
     changed = []
-    for key, attributes in before.items():
-        now = after[key]
+    for full, attributes in before.items():
+        now = after[full]
         if now.keys() != attributes.keys() or any(now[k] is not v for k, v in attributes.items()):
-            changed.append(".".join(key))
-            obj = allowlist.policy().resolve(*key)  # undo it, for the examples that follow
+            changed.append(full)
+            obj = ALLOWED[full]  # undo it, for the examples that follow
             for attribute in set(now) - set(attributes):
                 delattr(obj, attribute)
             for attribute, value in attributes.items():
@@ -223,9 +236,28 @@ PROPERTY = settings(
 )
 
 
+def guard_alone(data: bytes) -> str:
+    """The restricted unpickler without the audit before it: "loaded", "refused" or "failed"."""
+    reader = Reader(None, {}, "test", policy())
+    try:
+        with guarding("test"), unreadable():
+            reader.unpickler(io.BytesIO(data), OUTER).load()
+    except UntrustedPickleError:
+        return "refused"
+    except pickle.UnpicklingError:
+        return "failed"  # a call the rules allow failed on its arguments, a short stack, ...
+    return "loaded"
+
+
 def check(data: bytes) -> list[str]:
     """What went wrong loading ``data``; empty when the properties hold."""
     problems, before = [], snapshot()
+    try:
+        audit_passes = skorch_loadfix.untrusted_globals(io.BytesIO(data)) == {}
+    except pickle.UnpicklingError:
+        audit_passes = False  # unreadable to the audit
+    if audit_passes and guard_alone(data) == "refused":
+        problems.append("the audit passed what the unpickler alone refuses")
     MARKER.unlink(missing_ok=True)
     with recording() as refused:
         try:
