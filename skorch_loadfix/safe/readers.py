@@ -23,7 +23,7 @@ from .archive import refusals
 from .hook import guarding
 from .memoryfile import MemoryFile
 from .policy import Policy, translated
-from .unpickler import BLOB, Guarded
+from .unpickler import BLOB, Guarded, InPlace
 from .verifier import BLOB_LEVEL, NOT_BYTES, NOT_DICT, OUTER, TENSORS, ZIP_MAGIC, is_torch_save
 
 TENSOR_STREAM = "torch.storage._load_from_bytes"  # how a pickled tensor nests its bytes
@@ -134,20 +134,30 @@ class Reader:
 
         if is_torch_save(blob):
             return torch.load(io.BytesIO(blob), map_location=self.map_location, **self.kwargs)
+        if len(blob) >= IN_PLACE_FROM:
+            return _InPlaceStreams(MemoryFile(blob), self).load()
         return _Streams(io.BytesIO(blob), self).load()
 
 
-class _Streams(pickle.Unpickler):
-    """The C unpickler, unrestricted, with tensor streams read by the reader."""
+class _Unrestricted:
+    """``find_class`` as pickle's own, but tensor streams go to the reader."""
 
-    def __init__(self, file: IO[bytes], reader: Reader) -> None:
-        super().__init__(file)
-        self._reader = reader
+    def __init__(self, file: Any, reader: Reader) -> None:
+        super().__init__(file)  # type: ignore[call-arg]
+        self.tensor_stream = reader.stream  # one bound method: in-place reading checks identity
 
     def find_class(self, module: str, name: str) -> Any:
         if translated(module, name) == TENSOR_STREAM:
-            return self._reader.stream
-        return super().find_class(module, name)
+            return self.tensor_stream
+        return super().find_class(module, name)  # type: ignore[misc]
+
+
+class _Streams(_Unrestricted, pickle.Unpickler):
+    """The C unpickler, for small blobs: below ``IN_PLACE_FROM`` copies cost less."""
+
+
+class _InPlaceStreams(_Unrestricted, InPlace):
+    """The pure-Python one, for a large blob: its tensor streams are read in place."""
 
 
 def _pickle_module(reader: Reader, level: str) -> types.ModuleType:

@@ -73,13 +73,62 @@ def _opcode(name: str) -> int:
     return getattr(pickle, name)[0]  # type: ignore[no-any-return]
 
 
-class Rules(pickle._Unpickler):
-    """The checks every restricted read applies, opcode by opcode; see the module docstring."""
+class InPlace(pickle._Unpickler):
+    """The pure-Python unpickler, reading a tensor stream's bytes as a view of a ``MemoryFile``.
+
+    What every read of a large blob builds on, restricted or not: the C unpickler copies
+    each nested tensor stream out of the blob before torch copies it again into the tensor.
+    Its copyreg extension codes go through ``find_class`` every time, never the cache.
+    """
 
     dispatch: ClassVar[dict[int, Callable[[Any], None]]] = dict(pickle._Unpickler.dispatch)
     stack: list[Any]
     append: Callable[[Any], None]
     tensor_stream: Any = None  # what a tensor stream's bytes are handed to, if known yet
+
+    def __init__(self, file: IO[bytes] | MemoryFile, **kwargs: Any) -> None:
+        super().__init__(file, **kwargs)
+        self._memory = file if isinstance(file, MemoryFile) else None
+
+    # Large bytes given to a tensor stream: a view of the file, not a copy.
+    def _bytes(self, size: int) -> None:
+        # torch.storage._load_from_bytes(b) pickles as: the function, then b, TUPLE1, REDUCE.
+        frame = self._unframer.current_frame  # type: ignore[attr-defined]
+        in_frame = frame is not None and frame.tell() < len(frame.getbuffer())
+        if (
+            self._memory is None
+            or in_frame
+            or not self.stack
+            or self.tensor_stream is None
+            or self.stack[-1] is not self.tensor_stream
+        ):
+            self.append(self.read(size))  # type: ignore[attr-defined]
+        else:  # large bytes are written outside any frame
+            self._unframer.current_frame = None  # type: ignore[attr-defined]
+            self.append(self._memory.view(size))
+
+    def _extension(self, code: int) -> None:
+        key = copyreg._inverted_registry.get(code)  # type: ignore[attr-defined]
+        if key is None:
+            raise pickle.UnpicklingError(f"unregistered extension code {code}")
+        self.append(self.find_class(*key))
+
+    for opcode, size_format, handler in [
+        (pickle.SHORT_BINBYTES, "<B", _bytes),
+        (pickle.BINBYTES, "<I", _bytes),
+        (pickle.BINBYTES8, "<Q", _bytes),
+        (pickle.EXT1, "<B", _extension),
+        (pickle.EXT2, "<H", _extension),
+        (pickle.EXT4, "<i", _extension),
+    ]:
+        dispatch[opcode[0]] = _sized(size_format, handler)
+    del opcode, size_format, handler
+
+
+class Rules(InPlace):
+    """The checks every restricted read applies, opcode by opcode; see the module docstring."""
+
+    dispatch = dict(InPlace.dispatch)
 
     def __init__(
         self,
@@ -94,7 +143,6 @@ class Rules(pickle._Unpickler):
         super().__init__(file, **kwargs)
         self.policy, self.where, self.level = policy, where, level
         self.torch_stream = torch_stream  # inside torch.load: storages come by PERSID
-        self._memory = file if isinstance(file, MemoryFile) else None
         self._named: dict[int, Entry] = {}  # id -> entry, for what find_class returned
         self._created: dict[int, Entry] = {}  # id -> class entry, for what a call created
         self._keep: list[Any] = []  # keeps both alive, so that no id is reused
@@ -367,39 +415,6 @@ class Rules(pickle._Unpickler):
     def load_persid(self) -> None:
         self.refuse("PERSID", None, "torch writes BINPERSID only")
 
-    # Large bytes given to a tensor stream: a view of the file, not a copy.
-    def _bytes(self, size: int) -> None:
-        # torch.storage._load_from_bytes(b) pickles as: the function, then b, TUPLE1, REDUCE.
-        frame = self._unframer.current_frame  # type: ignore[attr-defined]
-        in_frame = frame is not None and frame.tell() < len(frame.getbuffer())
-        if (
-            self._memory is None
-            or in_frame
-            or not self.stack
-            or self.tensor_stream is None
-            or self.stack[-1] is not self.tensor_stream
-        ):
-            self.append(self.read(size))  # type: ignore[attr-defined]
-        else:  # large bytes are written outside any frame
-            self._unframer.current_frame = None  # type: ignore[attr-defined]
-            self.append(self._memory.view(size))
-
-    def _extension(self, code: int) -> None:
-        key = copyreg._inverted_registry.get(code)  # type: ignore[attr-defined]
-        if key is None:
-            raise pickle.UnpicklingError(f"unregistered extension code {code}")
-        self.append(self.find_class(*key))
-
-    for opcode, size_format, handler in [
-        (pickle.SHORT_BINBYTES, "<B", _bytes),
-        (pickle.BINBYTES, "<I", _bytes),
-        (pickle.BINBYTES8, "<Q", _bytes),
-        (pickle.EXT1, "<B", _extension),
-        (pickle.EXT2, "<H", _extension),
-        (pickle.EXT4, "<i", _extension),
-    ]:
-        dispatch[opcode[0]] = _sized(size_format, handler)
-    del opcode, size_format, handler
     for _name, _method in [
         ("REDUCE", load_reduce),
         ("NEWOBJ", load_newobj),
