@@ -5,7 +5,7 @@
 Run it in a venv with torch, skorch, scikit-learn, this package (``pip install -e .``) and the
 peers: ``pip install picklescan modelscan fickling``. A tool missing is reported as such.
 
-Legit nets: the four real files of /work/shared/corpus (if present), and nets the installed
+Legit nets: the four real files of tests/data/corpus, and nets the installed
 skorch pickles: tests/models.py's fit() (nested custom modules, Adam) as skorch pickles it
 and in both blob formats, one with an EpochScoring callback, and a scikit-learn Pipeline
 around one. Gadgets: every payload family of tests/payloads.py at each level it applies to
@@ -40,7 +40,7 @@ from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
 TESTS = HERE.parent / "tests"
-CORPUS = Path("/work/shared/corpus")
+CORPUS = TESTS / "data" / "corpus"  # the real files, with their provenance
 sys.path[:0] = [str(HERE), str(TESTS)]
 
 from _common import RESULTS, header, write_results  # noqa: E402

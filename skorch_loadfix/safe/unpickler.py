@@ -167,7 +167,7 @@ class Rules(InPlace):
         raise NotImplementedError
 
     def storage(self, pid: tuple[Any, ...]) -> Any:
-        """What torch's persistent_load returns for ``pid``."""
+        """What torch's persistent_load returns for a ``('storage', ...)`` ``pid``."""
         raise NotImplementedError
 
     def returned(self, entry: Entry, func: Any, result: Any) -> str | None:
@@ -400,10 +400,9 @@ class Rules(InPlace):
             entry = self._named.get(id(pid[1])) if len(pid) == 4 else None
             if entry is None or entry.kind != "class":
                 self.refuse("BINPERSID", pid, "a module id must name a class the policy allows")
-            result = self.storage(pid)
-            if result is not pid[1]:
-                self.refuse("BINPERSID", result, "torch's module id returned something else")
-            self.append(result)
+            # torch returns the class, after comparing its source with the one saved, only to
+            # warn: inspect.getsource reads and compiles a source file, which the hook refuses.
+            self.append(pid[1])
             return
         if kind != "storage":
             self.refuse("BINPERSID", pid, "only torch's ('storage', ...) ids are read")
@@ -528,9 +527,7 @@ class Guarded(Rules):
         import torch
 
         result = self.persistent_load(pid)
-        if pid[0] == "storage" and not isinstance(
-            result, (torch.storage.TypedStorage, torch.UntypedStorage)
-        ):
+        if not isinstance(result, (torch.storage.TypedStorage, torch.UntypedStorage)):
             self.refuse("BINPERSID", result, "torch's storage protocol returned no storage")
         return result
 

@@ -157,7 +157,7 @@ class Symbolic(Rules):
         return obj.items if isinstance(obj, Made) else obj
 
     def storage(self, pid: tuple[Any, ...]) -> Any:
-        return pid[1] if pid[0] == "module" else Made(Entry("torch.storage", "function"), pid)
+        return Made(Entry("torch.storage", "function"), pid)
 
 
 class _StorageType:
