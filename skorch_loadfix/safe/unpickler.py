@@ -559,14 +559,14 @@ def _profiling_wrapper() -> types.CodeType:
     return torch.optim.Optimizer.profile_hook_step(_classes).__code__
 
 
-def _classes() -> dict[str, type]:
+def _classes() -> dict[str, Any]:  # a class, or a tuple of them for isinstance
     import numpy
     import torch
 
     return {
         TENSOR: torch.Tensor,
         PARAMETER: torch.nn.Parameter,
-        STORAGE: (torch.storage.TypedStorage, torch.UntypedStorage),  # type: ignore[dict-item]
+        STORAGE: (torch.storage.TypedStorage, torch.UntypedStorage),
         "numpy.ndarray": numpy.ndarray,
         "numpy.dtype": numpy.dtype,
     }
