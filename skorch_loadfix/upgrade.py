@@ -12,6 +12,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import functools
+import importlib.util
 import inspect
 import json
 import os
@@ -146,7 +147,9 @@ def _refuse_stand_ins(data: bytes) -> None:
 
 def _save_params(net: Any, folder: Path) -> None:
     """``save_params`` files, and net.json saying how to rebuild the net around them."""
+    # skorch >= 0.15 writes safetensors, if the (optional) safetensors package is installed.
     safetensors = "use_safetensors" in inspect.signature(net.save_params).parameters
+    safetensors = safetensors and importlib.util.find_spec("safetensors") is not None
     params = "module.safetensors" if safetensors else "module.pt"
     kwargs = {"use_safetensors": True} if safetensors else {}
     net.save_params(f_params=folder / params, **kwargs)
