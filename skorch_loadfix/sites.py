@@ -127,10 +127,8 @@ def _setstate(net_module: types.ModuleType, fallback: Fallback) -> Wrapper:
         # reading. Under strict only the caller can make it: the file's kwargs don't count.
         guarded = bool(load_kwargs["weights_only"])
         policy = make_policy(imported_components=True) if guarded else None
-        if strict and guarded:
-            refuse_untrusted(
-                audit_blob(state[BLOB], make_policy(imported_components=True), where), where
-            )
+        if strict and policy is not None:
+            refuse_untrusted(audit_blob(state[BLOB], policy, where), where)
         restore(net_module, net, state, load_kwargs, where, policy, torch_streams=not strict)
 
     return setstate

@@ -14,16 +14,18 @@ from __future__ import annotations
 
 import io
 import pickle
+import sys
 import types
 from typing import IO, Any, cast
 
 from ..errors import UntrustedPickleError
+from ..formats import BLOB
 from ..legacy import upgrade_state
 from .archive import refusals
 from .hook import guarding
 from .memoryfile import MemoryFile
 from .policy import Policy, translated
-from .unpickler import BLOB, Guarded, InPlace
+from .unpickler import Guarded, InPlace
 from .verifier import BLOB_LEVEL, NOT_BYTES, NOT_DICT, OUTER, TENSORS, ZIP_MAGIC, is_torch_save
 
 TENSOR_STREAM = "torch.storage._load_from_bytes"  # how a pickled tensor nests its bytes
@@ -84,8 +86,7 @@ class Reader:
             if is_torch_save(blob):
                 found = self._torch_load(blob, io.BytesIO(blob), BLOB_LEVEL)
             else:
-                file = MemoryFile(blob) if len(blob) >= IN_PLACE_FROM else io.BytesIO(blob)
-                found = self.unpickler(file, BLOB_LEVEL).load()
+                found = self.unpickler(_blob_file(blob), BLOB_LEVEL).load()
         if type(found) is not dict:  # restore() updates the net's state with it
             what = f"a {type(found).__name__} (in the {BLOB_LEVEL})"
             raise UntrustedPickleError(self.where, {NOT_DICT: what})
@@ -113,8 +114,6 @@ class Reader:
                 "load cannot follow; load the file with pickle.load inside "
                 "skorch_loadfix.torch_load_kwargs(weights_only=False) if you trust it"
             )
-        import sys
-
         restore(sys.modules["skorch.net"], net, state, {}, self.where, self.policy)
 
     def _torch_load(self, data: bytes | memoryview, file: Any, level: str) -> Any:
@@ -134,9 +133,14 @@ class Reader:
 
         if is_torch_save(blob):
             return torch.load(io.BytesIO(blob), map_location=self.map_location, **self.kwargs)
-        if len(blob) >= IN_PLACE_FROM:
-            return _InPlaceStreams(MemoryFile(blob), self).load()
-        return _Streams(io.BytesIO(blob), self).load()
+        file = _blob_file(blob)
+        reader = _InPlaceStreams if isinstance(file, MemoryFile) else _Streams
+        return reader(file, self).load()
+
+
+def _blob_file(blob: bytes | memoryview) -> MemoryFile | io.BytesIO:
+    """A large blob is read in place, its tensor streams as views; a small one by BytesIO."""
+    return MemoryFile(blob) if len(blob) >= IN_PLACE_FROM else io.BytesIO(blob)
 
 
 class _Unrestricted:

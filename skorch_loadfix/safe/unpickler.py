@@ -38,13 +38,12 @@ from collections.abc import Callable
 from typing import IO, Any, ClassVar, Protocol
 
 from ..errors import UntrustedPickleError
-from ..legacy import upgrade_optimizer_state
+from ..formats import BLOB
+from ..legacy import OLD_BLOB, upgrade_optimizer_state
 from .memoryfile import MemoryFile
 from .policy import PARAMETER, STORAGE, TENSOR, Entry, Policy, Refused, table
 
-BLOB = "__cuda_dependent_attributes__"
-OLD_BLOB = "cuda_dependent_attributes_"  # skorch 0.5 kept the blob under this key
-BLOB_KEYS = (BLOB, OLD_BLOB)
+BLOB_KEYS = (BLOB, OLD_BLOB)  # skorch 0.5 kept the blob under the old key
 _OPTIMIZER_STATE = {"defaults": "dict", "state": "dict", "param_groups": "list"}
 _CALLABLES = (
     type,

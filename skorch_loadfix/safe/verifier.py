@@ -22,10 +22,11 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from ..errors import UntrustedPickleError
+from ..formats import BLOB
 from .archive import data_pickle, refusals
 from .memoryfile import MemoryFile
 from .policy import Entry, Policy, Refused, translated
-from .unpickler import BLOB, BLOB_KEYS, Rules
+from .unpickler import BLOB_KEYS, Rules
 
 OUTER, BLOB_LEVEL, TENSORS = "outer pickle", "cuda-attributes blob", "tensor streams"
 LEVELS = (OUTER, BLOB_LEVEL, TENSORS)
