@@ -60,8 +60,8 @@ def plan(net_module: types.ModuleType, skorch_version: str) -> list[Patch]:
 
     patches = []
     if _loads_torch(net_cls, "__setstate__") and hasattr(net_module, "get_map_location"):
-        what = "reads all three blob formats; each load gets the effective kwargs, and "
-        what += "weights_only=True restricts the whole blob"
+        what = "reads all three blob formats; each load gets the effective kwargs: "
+        what += "weights_only=True restricts a torch.save blob, a pickle one's tensor streams"
         patches.append(patch("__setstate__", what, _setstate(net_module, fallback)))
     if _loads_torch(net_cls, "load_params"):
         passes = "only the net's own kwargs" if has_param else "no kwargs"
@@ -129,7 +129,7 @@ def _setstate(net_module: types.ModuleType, fallback: Fallback) -> Wrapper:
         policy = make_policy(imported_components=True) if guarded else None
         if strict and policy is not None:
             refuse_untrusted(audit_blob(state[BLOB], policy, where), where)
-        restore(net_module, net, state, load_kwargs, where, policy, torch_streams=not strict)
+        restore(net_module, net, state, load_kwargs, where, policy, like_skorch=not strict)
 
     return setstate
 

@@ -5,7 +5,6 @@ imported. test_cluster.py shows the same variables reaching real Ray workers.
 """
 
 import json
-import pickle
 
 import pytest
 from models import ModelWithFunction, fit, outcome
@@ -13,13 +12,14 @@ from models import ModelWithFunction, fit, outcome
 import _skorch_loadfix_pth
 import skorch_loadfix
 from _skorch_loadfix_pth import OPTIONS_VARIABLE, options_from_environment
+from skorch_loadfix.formats import dumps
 from skorch_loadfix.ray import runtime_env
 
 
 @pytest.fixture(scope="module")
 def holding_len():
-    """A net whose blob names builtins.len: it loads with weights_only=False only."""
-    return pickle.dumps(fit(ModelWithFunction))
+    """A net whose torch.save blob names builtins.len: it loads with weights_only=False only."""
+    return dumps(fit(ModelWithFunction), "torch.save")
 
 
 def apply_from(monkeypatch, options: str) -> None:

@@ -74,13 +74,21 @@ def test_unpatched_behaviour_comes_back_after_revert(writer):
 
 
 @pytest.mark.parametrize("writer", WRITERS)
-def test_weights_only_refuses_unlisted_global_in_blob(patched, writer):
+def test_weights_only_restricts_the_blob_as_its_reader_would(patched, writer):
+    """skorch <= 1.1 torch.loads its blob: weights_only=True restricts it all. skorch 1.2-1.4
+    read theirs with pickle and restrict only its tensor streams: so does apply(). strict
+    restricts both."""
     data = dumps(fit(ModelWithUnlisted), writer)
-    with (
-        pytest.raises(skorch_loadfix.UntrustedPickleError, match=r"models\.Unlisted"),
-        skorch_loadfix.torch_load_kwargs(weights_only=True),
-    ):
-        pickle.loads(data)
+    refused = pytest.raises(skorch_loadfix.UntrustedPickleError, match=r"models\.Unlisted")
+    with skorch_loadfix.torch_load_kwargs(weights_only=True):
+        if writer == "torch.save":
+            with refused:
+                pickle.loads(data)
+        else:
+            assert isinstance(pickle.loads(data).module_.extra, Unlisted)
+        skorch_loadfix.apply(strict=True)
+        with refused:
+            pickle.loads(data)
     with skorch_loadfix.torch_load_kwargs(weights_only=False):
         assert isinstance(pickle.loads(data).module_.extra, Unlisted)
 

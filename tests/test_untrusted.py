@@ -95,13 +95,13 @@ def registered(payload: Payload):
         copyreg.remove_extension("os", "system", EXT_CODE)
 
 
-def outcomes(marker, net, level, load, *, only_hits=False) -> dict[str, str]:
+def outcomes(marker, net, level, load, *, only=lambda payload: True) -> dict[str, str]:
     """What ``load(data)`` did with each payload placed at ``level``: "refused" (naming the
     payload's global, at the right level), "loaded" or the error, and ", and it ran".
-    ``only_hits``: just the payloads that are safe to run here (no network, no browser)."""
+    ``only``: which payloads; ``safe_to_run`` those that may run here (no network, no browser)."""
     state, found = net.__getstate__(), {}
     for payload in families(marker).values():
-        if level not in payload.levels or (only_hits and not payload.hits):
+        if level not in payload.levels or not only(payload):
             continue
         data = placed(payload.data, level, net, state)
         try:
@@ -119,6 +119,14 @@ def outcomes(marker, net, level, load, *, only_hits=False) -> dict[str, str]:
             clear(marker)
         found[payload.family] = outcome
     return found
+
+
+def safe_to_run(payload: Payload) -> bool:
+    return payload.hits
+
+
+def torch_saved(payload: Payload) -> bool:
+    return verifier.is_torch_save(payload.data)
 
 
 def not_refused(found: dict[str, str]) -> dict[str, str]:
@@ -159,23 +167,35 @@ def test_strict_refuses_every_nested_payload(marker, net, line, level):
 
 
 @pytest.mark.parametrize("level", [BLOB_LEVEL, TENSORS])
-def test_weights_only_refuses_every_nested_payload(marker, net, level):
-    """apply() with weights_only=True, not strict: the blob is ours to restrict; tensor streams
-    go to torch's own weights-only unpickler, as unpatched skorch 1.2-1.4 send them."""
+def test_weights_only_restricts_where_skorch_would(marker, net, level):
+    """apply() with weights_only=True, not strict, restricts what a torch.load of skorch's
+    would: a torch.save blob (skorch <= 1.1 torch.loads it) by ours, tensor streams by torch's
+    own weights-only unpickler. A plain-pickle blob is read by pickle, as skorch 1.2-1.4 read
+    it, so its payloads run: apply() changes nothing skorch accepts (strict and load() are
+    the guards, above)."""
+    restricted = torch_saved if level == BLOB_LEVEL else (lambda payload: True)
     skorch_loadfix.apply()
     try:
         with skorch_loadfix.torch_load_kwargs(weights_only=True):
-            found = outcomes(marker, net, level, pickle.loads)
+            found = outcomes(marker, net, level, pickle.loads, only=restricted)
+            pickled = outcomes(
+                marker, net, level, pickle.loads, only=lambda p: p.hits and not restricted(p)
+            )
     finally:
         skorch_loadfix.revert()
     torchs = ("UnpicklingError: Weights only load", "RuntimeError: Cannot use ``weights_only=True")
-    if level == TENSORS:  # torch's refusal, in its words, or ours of what torch returned
-        torchs += ("refused {'REDUCE on a builtins.dict'",)
     found = {  # still nothing ran
         family: "refused" if outcome.startswith(torchs) and "it ran" not in outcome else outcome
         for family, outcome in found.items()
     }
+    if level == TENSORS:  # a record torch never reads: torch loads the stream, as unpatched
+        assert found.pop("a record torch.save never writes") == "loaded"
     assert not_refused(found) == {}
+    assert len(found) >= 5  # the torch.save blobs, at least
+    # what skorch 1.2-1.4 do: every payload runs but those that reach torch.load as a stream
+    unlike_skorch = {f: o for f, o in pickled.items() if not o.endswith("it ran")}
+    assert {f for f, o in unlike_skorch.items() if not o.startswith(torchs)} == set()
+    assert (len(pickled) > 10) == (level == BLOB_LEVEL)
 
 
 @pytest.mark.parametrize("level", LEVELS)
@@ -184,7 +204,7 @@ def test_every_payload_runs_when_loaded_unguarded(marker, net, level):
     skorch_loadfix.apply()
     try:
         with skorch_loadfix.torch_load_kwargs(weights_only=False):
-            found = outcomes(marker, net, level, pickle.loads, only_hits=True)
+            found = outcomes(marker, net, level, pickle.loads, only=safe_to_run)
     finally:
         skorch_loadfix.revert()
     ran = {family for family, outcome in found.items() if outcome.endswith("and it ran")}

@@ -8,6 +8,8 @@ Each skorch release reads only its own; ``Reader`` reads all three.
 
 With a policy, every level goes through the restricted unpickler (``Guarded``). Without one
 (``weights_only=False``: the caller's statement of trust) it reads as upstream does.
+``like_skorch`` is the policy of plain ``apply()``: restrict what skorch's own ``torch.load``
+calls restrict, no more, so that the patch changes nothing skorch accepts.
 """
 
 from __future__ import annotations
@@ -42,14 +44,14 @@ def restore(
     where: str,
     policy: Policy | None,
     *,
-    torch_streams: bool = False,
+    like_skorch: bool = False,
 ) -> None:
     """What ``NeuralNet.__setstate__`` does, reading the blob with ``Reader``."""
     upgrade_state(net, state)
     # skorch's own device logic, so its DeviceWarnings stay as they were.
     map_location = net_module.get_map_location(state["device"])
     state["device"] = net._check_device(state["device"], map_location)
-    reader = Reader(map_location, load_kwargs, where, policy, torch_streams=torch_streams)
+    reader = Reader(map_location, load_kwargs, where, policy, like_skorch=like_skorch)
     state.update(reader.cuda_attributes(state.pop(BLOB)))
     net.__dict__.update(state)
 
@@ -57,11 +59,13 @@ def restore(
 class Reader:
     """Loads a net's blob and tensor streams; ``policy`` None reads as upstream does.
 
-    ``torch_streams``: with a policy, tensor streams go to ``torch.load`` with the caller's
-    kwargs verbatim, as unpatched skorch 1.2-1.4 do. That is what plain ``apply()`` with a
-    truthy ``weights_only`` does: torch's own weights-only unpickler then reads each stream,
-    which allows only tensors and storages, so nothing the stream names can run; ours would
-    allow no less. ``load()`` and strict mode read the streams with ours.
+    ``like_skorch``: with a policy, each level is restricted only where a ``torch.load`` of
+    skorch's would be. A ``torch.save`` blob, which skorch <= 1.1 hands to ``torch.load``, is
+    read by the restricted unpickler (what torch's weights-only one refuses in it is a net's
+    own classes). A plain-pickle blob, which skorch 1.2-1.4 read with ``pickle``, is read
+    with ``pickle``; its tensor streams go to ``torch.load`` with the caller's kwargs
+    verbatim, so torch's own weights-only unpickler reads them, which allows only tensors and
+    storages, as ours would. ``load()`` and strict mode restrict every level with ours.
     """
 
     def __init__(
@@ -71,13 +75,13 @@ class Reader:
         where: str,
         policy: Policy | None,
         *,
-        torch_streams: bool = False,
+        like_skorch: bool = False,
     ) -> None:
         self.map_location, self.where, self.policy = map_location, where, policy
-        self.kwargs, self.torch_streams = dict(load_kwargs), torch_streams
+        self.kwargs, self.like_skorch = dict(load_kwargs), like_skorch
 
     def cuda_attributes(self, blob: bytes) -> dict[str, Any]:
-        if self.policy is None:
+        if self.policy is None or (self.like_skorch and not is_torch_save(blob)):
             return self._upstream(blob)  # type: ignore[no-any-return]
         if type(blob) not in (bytes, memoryview):  # the audit follows nothing else either
             what = f"a {type(blob).__name__} (in the {OUTER})"
@@ -99,7 +103,7 @@ class Reader:
     def stream(self, data: bytes | memoryview) -> Any:
         # A view of the blob (a large tensor) is read in place; bytes are shared by BytesIO.
         file = MemoryFile(data) if isinstance(data, memoryview) else io.BytesIO(data)
-        if self.policy is None or self.torch_streams:
+        if self.policy is None or self.like_skorch:
             import torch
 
             return torch.load(cast(IO[bytes], file), map_location=self.map_location, **self.kwargs)
