@@ -1,7 +1,8 @@
 """Unpickling a big fitted net: time and peak-RSS rise, patched vs unpatched skorch.
 
     python benchmarks/loading.py [--sizes 1 16 64 256 512] [--runs 5] [--quick]
-        [--skorch-dir 1.1.0=/path/to/folder ...] [--out benchmarks/results/loading.md]
+        [--skorch-dir 1.1.0=/path/to/folder ...] [--configs NAME ...]
+        [--out benchmarks/results/loading.md]
 
 For each weight size (MiB), skorch 1.4.0 writes ``NeuralNetRegressor(Linear,
 module__in_features=n, module__out_features=n, module__bias=False)``, initialized, with
@@ -9,13 +10,13 @@ n*n*4 bytes as close to the size as a square allows, in both blob formats (``pic
 skorch >= 1.2 writes, and ``torch.save``, as skorch <= 1.1 does), plus its ``state_dict``
 with ``torch.save``. Each measurement is a fresh interpreter that imports torch and skorch
 (and applies the patch, if patched), resets its peak RSS, then times ``pickle.load`` (or
-``torch.load(weights_only=True)`` for the state_dict, the floor) and reads VmHWM: the rise
-is VmHWM minus the RSS before loading. The check confirms the loaded weight is a plain,
-contiguous, writable CPU tensor with the saved bytes, owning its storage, and (for a net)
-still the optimizer's parameter. Runs are interleaved (run 1 of every cell, then run 2,
-...); a cell that raised once is not run again. Ratios are to upstream skorch 1.4.0
-(unpatched) loading the pickle-format file of the same size. Missing skorch releases are
-pip-installed once into benchmarks/.cache/.
+``skorch_loadfix.load``, or ``torch.load(weights_only=True)`` for the state_dict, the floor)
+and reads VmHWM: the rise is VmHWM minus the RSS before loading. The check confirms the
+loaded weight is a plain, contiguous, writable CPU tensor with the saved bytes, owning its
+storage, and (for a net) still the optimizer's parameter. Runs are interleaved (run 1 of
+every cell, then run 2, ...); a cell that raised once is not run again. Ratios are to
+upstream skorch 1.4.0 (unpatched) loading the pickle-format file of the same size. Missing
+skorch releases are pip-installed once into benchmarks/.cache/.
 """
 
 from __future__ import annotations
@@ -65,8 +66,9 @@ import pickle, sys, time, zlib
 from _common import report, reset_peak_rss, status_kib
 how, path, crc = sys.argv[1], sys.argv[2], int(sys.argv[3])
 import torch, skorch
-if how == "patched":
+if how in ("patched", "load"):
     import skorch_loadfix
+if how == "patched":
     skorch_loadfix.apply()
 reset_peak_rss()
 before = status_kib("VmRSS")
@@ -74,6 +76,8 @@ try:
     began = time.perf_counter()
     if how == "state_dict":
         loaded = torch.load(path, weights_only=True)
+    elif how == "load":
+        loaded = skorch_loadfix.load(path)
     else:
         with open(path, "rb") as file:
             loaded = pickle.load(file)
@@ -112,7 +116,7 @@ report({
 class Config:
     name: str
     skorch: str
-    how: str  # "plain", "patched" or "state_dict"
+    how: str  # "plain", "patched", "load" (skorch_loadfix.load, unpatched) or "state_dict"
     formats: tuple[str, ...] = ("pickle", "torch.save")
 
 
@@ -122,6 +126,8 @@ CONFIGS = (
     Config("1.1.0 patched", "1.1.0", "patched"),
     Config("1.0.0 patched", "1.0.0", "patched"),
     Config("1.1.0 unpatched", "1.1.0", "plain"),
+    Config("1.4.0 skorch_loadfix.load()", "1.4.0", "load"),
+    Config("1.1.0 skorch_loadfix.load()", "1.1.0", "load"),
     Config("torch.load(weights_only=True) of the state_dict", "1.4.0", "state_dict", ("-",)),
 )
 REFERENCE = ("upstream 1.4.0", "pickle")
@@ -157,14 +163,14 @@ def side(size_mib: float) -> int:
 
 
 def measure_size(
-    size: float, runs: int, dirs: dict[str, str | None]
+    size: float, runs: int, dirs: dict[str, str | None], configs: tuple[Config, ...]
 ) -> dict[tuple[str, str], list[dict[str, Any]]]:
     with tempfile.TemporaryDirectory(prefix="bench-loading-") as folder:
         written = run_child(WRITE, child_env(dirs["1.4.0"]), [str(side(size)), folder])
         if "error" in written or written["skorch"] != "1.4.0":
             raise SystemExit(f"writing the {size} MiB net failed: {written}")
         cells: dict[tuple[str, str], Callable[[], dict[str, Any]]] = {}
-        for config in CONFIGS:
+        for config in configs:
             env = child_env(dirs[config.skorch])
             for fmt in config.formats:
                 path = Path(folder, FILES[fmt])
@@ -247,13 +253,20 @@ def main() -> None:
     parser.add_argument("--skorch-dir", action="append", default=[], metavar="VERSION=PATH")
     parser.add_argument("--out", type=Path, default=RESULTS / "loading.md")
     parser.add_argument("--plot", type=Path, default=RESULTS / "loading.png")
+    parser.add_argument(
+        "--configs", nargs="+", metavar="NAME", help=f"a subset of: {[c.name for c in CONFIGS]}"
+    )
     args = parser.parse_args()
     sizes, runs = ([1, 16, 64], 3) if args.quick else (args.sizes, args.runs)
-    dirs = skorch_dirs(sorted({c.skorch for c in CONFIGS}), args.skorch_dir)
+    names = {REFERENCE[0], *(args.configs or (c.name for c in CONFIGS))}
+    if unknown := names - {c.name for c in CONFIGS}:
+        parser.error(f"--configs: no configuration named {sorted(unknown)}")
+    configs = tuple(c for c in CONFIGS if c.name in names)
+    dirs = skorch_dirs(sorted({c.skorch for c in configs}), args.skorch_dir)
     top, results = header(sorted(dirs)), {}
     for size in sizes:
         print(f"{size:g} MiB", file=sys.stderr, flush=True)
-        results[size] = measure_size(size, runs, dirs)
+        results[size] = measure_size(size, runs, dirs, configs)
     intro = (
         f"{runs} interleaved runs per cell, each a fresh interpreter; ratios (×ref) are to "
         f"`{REFERENCE[0]}` loading the `{REFERENCE[1]}` file of the same size. "

@@ -8,7 +8,10 @@ constructed, then the restricted unpickler, whose rules the audit applies too.
 
 from __future__ import annotations
 
+import io
+import mmap
 import os
+import stat
 from collections.abc import Iterable
 from typing import IO, Any
 
@@ -55,14 +58,31 @@ def untrusted_globals(file: File, *, allow: Iterable[object] = ()) -> dict[str, 
     return audit(_read(file, where), policy(allow), where).refused
 
 
-def _read(file: File, where: str) -> bytes:
+def _read(file: File, where: str) -> bytes | memoryview:
+    """The file's bytes: a read-only map of a file on disk, so that the tensors read from it
+    are the only copy of their data in memory (see ``MemoryFile``); other objects are read."""
     if isinstance(file, (str, os.PathLike)):
         with open(file, "rb") as opened:
-            return opened.read()
-    data = file.read() if hasattr(file, "read") else None
-    if not isinstance(data, bytes):
+            return _mapped(opened) or opened.read()
+    data = (_mapped(file) or file.read()) if hasattr(file, "read") else None
+    if not isinstance(data, (bytes, memoryview)):
         raise TypeError(
             f"{where} takes a path or a file opened in binary mode ('rb'), "
             f"not {type(file).__name__}"
         )
     return data
+
+
+def _mapped(file: IO[bytes]) -> memoryview | None:
+    """The rest of ``file`` from its position, mapped, as ``read()`` would return it; or None
+    where it can't be: not a regular file, opened as text, empty."""
+    try:
+        fd, start = file.fileno(), file.tell()
+        if not stat.S_ISREG(os.fstat(fd).st_mode) or isinstance(file, io.TextIOBase):
+            return None
+        mapping = mmap.mmap(fd, 0, access=mmap.ACCESS_READ)
+    except (AttributeError, OSError, ValueError):  # no fileno, unseekable, empty, ...
+        return None
+    file.seek(0, io.SEEK_END)  # consumed, as by read()
+    # The mapping lives as long as a view of it: no close() while a view could be in use.
+    return memoryview(mapping)[start:]

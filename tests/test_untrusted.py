@@ -40,7 +40,7 @@ import skorch_loadfix
 from skorch_loadfix import UntrustedPickleError, sites
 from skorch_loadfix.demo_model import Block, Model
 from skorch_loadfix.formats import WRITERS, dumps, dumps_state
-from skorch_loadfix.safe import verifier
+from skorch_loadfix.safe import memoryfile, verifier
 
 LEVELS = (OUTER, BLOB_LEVEL, TENSORS)
 LINES = ["audit and guard", "guard alone"]
@@ -321,6 +321,66 @@ def test_load_allows_own_module_classes(net, tmp_path, writer):
         assert_same_net(skorch_loadfix.load(str(path)), net)
     with pytest.raises(UntrustedPickleError, match="demo_model.Block"):
         skorch_loadfix.load(path, allow=[Model])
+
+
+def mapped(path: Path) -> bool:
+    return str(path) in Path("/proc/self/maps").read_text()
+
+
+@pytest.mark.skipif(not Path("/proc/self/maps").exists(), reason="reads Linux's /proc")
+@pytest.mark.parametrize("writer", WRITERS)
+def test_load_copies_the_tensors_out_of_the_mapped_file(tmp_path, writer):
+    """load() maps a file on disk instead of reading it, so the tensors must be copies: the
+    file rewritten afterwards changes nothing, and the map is gone once load() returns."""
+    big = NeuralNetRegressor(  # a blob above IN_PLACE_FROM, read in place
+        torch.nn.Linear, module__in_features=1024, module__out_features=512
+    ).initialize()
+    path = tmp_path / "net.pkl"
+    path.write_bytes(b"head" + dumps(big, writer))
+    with open(path, "rb") as file:
+        assert file.read(4) == b"head"  # load() reads from where the file stands
+        loaded = skorch_loadfix.load(file)
+        assert file.read() == b""  # and consumes it, as pickle.load would
+    assert not mapped(path)
+    with open(path, "r+b") as file:
+        file.write(b"\0" * path.stat().st_size)
+    torch.testing.assert_close(loaded.module_.weight, big.module_.weight, rtol=0, atol=0)
+    assert loaded.module_.weight.untyped_storage().nbytes() == 1024 * 512 * 4
+    with open(path, "wb") as file:  # the control: the map is there while a view lives
+        file.write(dumps(big, writer))
+    with open(path, "rb") as file:
+        view = skorch_loadfix.untrusted._mapped(file)
+        assert view is not None and mapped(path)
+        del view
+    assert not mapped(path)
+
+
+def rss_file_kib() -> int:
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith("RssFile:"):
+            return int(line.split()[1])
+    raise KeyError("RssFile")
+
+
+@pytest.mark.skipif(not Path("/proc/self/status").exists(), reason="reads Linux's /proc")
+def test_reading_a_mapped_file_hands_its_pages_back(tmp_path):
+    """What keeps load()'s peak near 1x the weights: the pages copied from are released."""
+    size = 8 * memoryfile.RELEASE_EVERY
+    path = tmp_path / "data"
+    path.write_bytes(os.urandom(size))
+    target = bytearray(size)
+    with open(path, "rb") as file:
+        view = skorch_loadfix.untrusted._mapped(file)
+    assert view is not None
+    before = rss_file_kib()
+    assert memoryfile.MemoryFile(view).readinto(target) == size
+    released = rss_file_kib() - before
+    assert target == path.read_bytes()
+    before = rss_file_kib()
+    target[:] = view  # the control: a plain copy keeps every page
+    kept = rss_file_kib() - before
+    del view
+    assert released * 1024 < 2 * memoryfile.RELEASE_EVERY <= size <= kept * 1024 * 1.05
 
 
 def classifier(**kwargs):

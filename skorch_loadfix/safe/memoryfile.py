@@ -3,8 +3,12 @@
 from __future__ import annotations
 
 import io
+import mmap
 import pickle
 from typing import Any
+
+# How much of a mapped file is copied before its pages are handed back (see readinto).
+RELEASE_EVERY = 16 << 20
 
 
 class MemoryFile(io.RawIOBase):
@@ -13,11 +17,18 @@ class MemoryFile(io.RawIOBase):
     ``io.BytesIO`` shares a ``bytes`` object it is given but copies a memoryview, and
     each of its reads is a copy: a nested tensor stream read through it costs its
     size twice over before torch copies it into the tensor.
+
+    Over a view of a memory-mapped file, the pages ``readinto`` has copied from are handed
+    back as it goes: they count in the process's RSS until then, and the tensors they were
+    copied into already do.
     """
 
     def __init__(self, data: bytes | memoryview) -> None:
         super().__init__()
         self._data, self._position = memoryview(data).cast("B"), 0
+        mapping = self._data.obj
+        releasable = isinstance(mapping, mmap.mmap) and hasattr(mmap, "MADV_DONTNEED")
+        self._mapping, self._copied = mapping if releasable else None, 0
 
     def readable(self) -> bool:
         return True
@@ -49,9 +60,22 @@ class MemoryFile(io.RawIOBase):
 
     def readinto(self, buffer: Any) -> int:
         target = memoryview(buffer).cast("B")
-        chunk = self.view(min(len(target), self._remaining()))
-        target[: len(chunk)] = chunk
-        return len(chunk)
+        size = min(len(target), self._remaining())
+        for start in range(0, size, RELEASE_EVERY):
+            chunk = self.view(min(RELEASE_EVERY, size - start))
+            target[start : start + len(chunk)] = chunk
+            self._release(len(chunk))
+        return size
+
+    def _release(self, copied: int) -> None:
+        # The whole mapping: a view's offset in it is unknown, and a page dropped too
+        # early is read again from the page cache, unchanged (the file is mapped read-only).
+        if self._mapping is None:
+            return
+        self._copied += copied
+        if self._copied >= RELEASE_EVERY:
+            self._mapping.madvise(mmap.MADV_DONTNEED)
+            self._copied = 0
 
     def view(self, size: int) -> memoryview:
         if size > self._remaining():

@@ -88,7 +88,7 @@ class Reader:
             raise UntrustedPickleError(self.where, {NOT_BYTES: what})
         with guarding(self.where):
             if is_torch_save(blob):
-                found = self._torch_load(blob, io.BytesIO(blob), BLOB_LEVEL)
+                found = self._torch_load(blob, _blob_file(blob), BLOB_LEVEL)
             else:
                 found = self.unpickler(_blob_file(blob), BLOB_LEVEL).load()
         if type(found) is not dict:  # restore() updates the net's state with it
@@ -143,7 +143,8 @@ class Reader:
 
 
 def _blob_file(blob: bytes | memoryview) -> MemoryFile | io.BytesIO:
-    """A large blob is read in place, its tensor streams as views; a small one by BytesIO."""
+    """A large blob is read in place (its tensor streams as views, its storages copied
+    straight into the tensors); a small one by BytesIO."""
     return MemoryFile(blob) if len(blob) >= IN_PLACE_FROM else io.BytesIO(blob)
 
 

@@ -89,22 +89,23 @@ class InPlace(pickle._Unpickler):
         super().__init__(file, **kwargs)
         self._memory = file if isinstance(file, MemoryFile) else None
 
-    # Large bytes given to a tensor stream: a view of the file, not a copy.
+    # Large bytes given to a tensor stream, or a net's blob: a view of the file, not a copy.
     def _bytes(self, size: int) -> None:
-        # torch.storage._load_from_bytes(b) pickles as: the function, then b, TUPLE1, REDUCE.
         frame = self._unframer.current_frame  # type: ignore[attr-defined]
         in_frame = frame is not None and frame.tell() < len(frame.getbuffer())
-        if (
-            self._memory is None
-            or in_frame
-            or not self.stack
-            or self.tensor_stream is None
-            or self.stack[-1] is not self.tensor_stream
-        ):
+        if self._memory is None or in_frame or not self.stack or not self._holds_tensors():
             self.append(self.read(size))  # type: ignore[attr-defined]
         else:  # large bytes are written outside any frame
             self._unframer.current_frame = None  # type: ignore[attr-defined]
             self.append(self._memory.view(size))
+
+    def _holds_tensors(self) -> bool:
+        # torch.storage._load_from_bytes(b) pickles as: the function, then b, TUPLE1, REDUCE;
+        # a net's state as {..., BLOB: b, ...}. (A view under that key anywhere else is
+        # still the same bytes, read-only.)
+        top = self.stack[-1]
+        tensor_stream = self.tensor_stream is not None and top is self.tensor_stream
+        return tensor_stream or (type(top) is str and top == BLOB)
 
     def _extension(self, code: int) -> None:
         key = copyreg._inverted_registry.get(code)  # type: ignore[attr-defined]
