@@ -43,6 +43,7 @@ from skorch_loadfix.formats import WRITERS, dumps, dumps_state
 from skorch_loadfix.safe import memoryfile, verifier
 
 LEVELS = (OUTER, BLOB_LEVEL, TENSORS)
+SKORCH = Version(skorch.__version__)
 LINES = ["audit and guard", "guard alone"]
 
 
@@ -174,15 +175,24 @@ def test_weights_only_restricts_where_skorch_would(marker, net, level):
     it, so its payloads run: apply() changes nothing skorch accepts (strict and load() are
     the guards, above)."""
     restricted = torch_saved if level == BLOB_LEVEL else (lambda payload: True)
+
+    def unrestricted(payload):
+        return payload.hits and not restricted(payload)
+
     skorch_loadfix.apply()
     try:
         with skorch_loadfix.torch_load_kwargs(weights_only=True):
             found = outcomes(marker, net, level, pickle.loads, only=restricted)
-            pickled = outcomes(
-                marker, net, level, pickle.loads, only=lambda p: p.hits and not restricted(p)
-            )
+            pickled = outcomes(marker, net, level, pickle.loads, only=unrestricted)
     finally:
         skorch_loadfix.revert()
+    if SKORCH >= Version("1.3"):  # the control: hard-coded weights_only=True, unpatched
+
+        def gist(found):  # torch words its refusal by whether weights_only was passed
+            return {f: o if o.endswith("it ran") else o.split(":")[0] for f, o in found.items()}
+
+        unpatched = outcomes(marker, net, level, pickle.loads, only=unrestricted)
+        assert gist(unpatched) == gist(pickled)
     torchs = ("UnpicklingError: Weights only load", "RuntimeError: Cannot use ``weights_only=True")
     found = {  # still nothing ran
         family: "refused" if outcome.startswith(torchs) and "it ran" not in outcome else outcome

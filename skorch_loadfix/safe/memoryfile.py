@@ -8,7 +8,7 @@ import pickle
 from typing import Any
 
 # How much of a mapped file is copied before its pages are handed back (see readinto).
-RELEASE_EVERY = 16 << 20
+RELEASE_EVERY = 4 << 20
 
 
 class MemoryFile(io.RawIOBase):
