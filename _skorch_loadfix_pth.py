@@ -93,6 +93,11 @@ def from_environment() -> None:
     value = os.environ.get(VARIABLE, "")
     if value == "1":
         activate_on_skorch_import(f"{VARIABLE}=1")
+    elif value == "" and os.environ.get(OPTIONS_VARIABLE):
+        sys.stderr.write(
+            f"skorch-loadfix: ignoring {OPTIONS_VARIABLE}: it only takes effect with "
+            f"{VARIABLE}=1, which is not set\n"
+        )
     elif value not in ("", "0"):
         sys.stderr.write(
             f"skorch-loadfix: ignoring {VARIABLE}={value!r}; "

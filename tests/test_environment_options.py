@@ -111,3 +111,18 @@ def test_runtime_env_checks_options_where_you_call_it():
         runtime_env(torch_load_kwargs={"encoding": object()})
     with pytest.raises(TypeError, match="strict must be True or False"):
         runtime_env(strict=1)
+
+
+@pytest.mark.parametrize(("switch", "said"), [(None, True), ("0", False)])
+def test_options_without_the_switch_are_not_silently_ignored(monkeypatch, capsys, switch, said):
+    """Unset, the switch was likely forgotten; "0" says to leave skorch alone."""
+    monkeypatch.setattr(_skorch_loadfix_pth, "_read", False)
+    monkeypatch.setenv(OPTIONS_VARIABLE, '{"strict": true}')
+    if switch is None:
+        monkeypatch.delenv(_skorch_loadfix_pth.VARIABLE, raising=False)
+    else:
+        monkeypatch.setenv(_skorch_loadfix_pth.VARIABLE, switch)
+    _skorch_loadfix_pth.from_environment()
+    expected = f"ignoring {OPTIONS_VARIABLE}: it only takes effect with SKORCH_LOADFIX=1"
+    assert (expected in capsys.readouterr().err) is said
+    assert not skorch_loadfix.is_applied()

@@ -43,7 +43,6 @@ from skorch_loadfix.formats import WRITERS, dumps, dumps_state
 from skorch_loadfix.safe import memoryfile, verifier
 
 LEVELS = (OUTER, BLOB_LEVEL, TENSORS)
-SKORCH = Version(skorch.__version__)
 LINES = ["audit and guard", "guard alone"]
 
 
@@ -186,7 +185,7 @@ def test_weights_only_restricts_where_skorch_would(marker, net, level):
             pickled = outcomes(marker, net, level, pickle.loads, only=unrestricted)
     finally:
         skorch_loadfix.revert()
-    if SKORCH >= Version("1.3"):  # the control: hard-coded weights_only=True, unpatched
+    if Version(skorch.__version__) >= Version("1.3"):  # the control: unpatched, weights_only=True
 
         def gist(found):  # torch words its refusal by whether weights_only was passed
             return {f: o if o.endswith("it ran") else o.split(":")[0] for f, o in found.items()}

@@ -27,8 +27,10 @@ class MemoryFile(io.RawIOBase):
         super().__init__()
         self._data, self._position = memoryview(data).cast("B"), 0
         mapping = self._data.obj
-        releasable = isinstance(mapping, mmap.mmap) and hasattr(mmap, "MADV_DONTNEED")
-        self._mapping, self._copied = mapping if releasable else None, 0
+        self._mapping = mapping if isinstance(mapping, mmap.mmap) else None
+        if not hasattr(mmap, "MADV_DONTNEED"):  # not on Windows
+            self._mapping = None
+        self._copied = 0
 
     def readable(self) -> bool:
         return True
