@@ -28,7 +28,16 @@ from .hook import guarding
 from .memoryfile import MemoryFile
 from .policy import Policy, translated
 from .unpickler import Guarded, InPlace
-from .verifier import BLOB_LEVEL, NOT_BYTES, NOT_DICT, OUTER, TENSORS, ZIP_MAGIC, is_torch_save
+from .verifier import (
+    BLOB_LEVEL,
+    NOT_BYTES,
+    NOT_DICT,
+    OUTER,
+    TENSORS,
+    ZIP_MAGIC,
+    is_torch_save,
+    unreadable,
+)
 
 TENSOR_STREAM = "torch.storage._load_from_bytes"  # how a pickled tensor nests its bytes
 # From this size a blob holds tensors worth reading in place: below it, the copies cost less
@@ -124,7 +133,8 @@ class Reader:
         import torch
 
         if bytes(data[:4]) == ZIP_MAGIC:  # never a TorchScript archive: see archive.py
-            refused = refusals(data, level)
+            with unreadable():  # a zip that zipfile can't parse, as load() says it
+                refused = refusals(data, level)
             if refused:
                 raise UntrustedPickleError(self.where, refused)
         module = _pickle_module(self, level)
