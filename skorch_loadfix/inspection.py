@@ -66,8 +66,11 @@ def inspect_file(data: bytes) -> Report:
     net = findings.nets[0] if findings.nets else None
     state = net.state if net is not None else {}
     blob = state.get(BLOB)
-    # What apply() with weights_only=True reads restricted: the blob and its tensor streams.
+    # What apply() with weights_only=True reads restricted: a torch.save blob and tensor
+    # streams; a pickle blob is read by pickle, as skorch 1.2-1.4 do.
     nested = audit_blob(blob, policy(imported_components=True), where).refused if blob else {}
+    if isinstance(blob, (bytes, memoryview)) and not is_torch_save(blob):
+        nested = {name: why for name, why in nested.items() if why.endswith(f"(in the {TENSORS})")}
     # This reading imports nothing from the file, so a net's own module classes are
     # judged by whether their module is imported here: if not, they are a condition.
     conditional = [

@@ -8,14 +8,18 @@ constructed, then the restricted unpickler, whose rules the audit applies too.
 
 from __future__ import annotations
 
+import gc
 import io
 import mmap
 import os
 import stat
-from collections.abc import Iterable
-from typing import IO, Any
+from collections.abc import Callable, Iterable
+from typing import IO, Any, TypeVar, cast
+
+from .errors import UntrustedPickleError
 
 File = str | os.PathLike[str] | IO[bytes]
+T = TypeVar("T")
 # Both functions import what they need (and so torch) when called: `import
 # skorch_loadfix` stays light, as the .pth auto-activation needs it to be.
 
@@ -38,11 +42,14 @@ def load(file: File, *, allow: Iterable[object] = ()) -> Any:
 
     where = "skorch_loadfix.load()"
     trusted = policy(allow)
-    data = _read(file, where)
-    with guarding(where):
-        refuse_untrusted(audit(data, trusted, where), where)
-        with unreadable():  # allowed globals, but not a net's state, say
-            return Reader(None, {}, where, trusted).unpickler(MemoryFile(data), OUTER).load()
+
+    def guarded(data: bytes | memoryview) -> Any:
+        with guarding(where):
+            refuse_untrusted(audit(data, trusted, where), where)
+            with unreadable():  # allowed globals, but not a net's state, say
+                return Reader(None, {}, where, trusted).unpickler(MemoryFile(data), OUTER).load()
+
+    return _reading(file, where, guarded)
 
 
 def untrusted_globals(file: File, *, allow: Iterable[object] = ()) -> dict[str, str]:
@@ -55,7 +62,33 @@ def untrusted_globals(file: File, *, allow: Iterable[object] = ()) -> dict[str, 
     from .safe.verifier import audit
 
     where = "skorch_loadfix.untrusted_globals()"
-    return audit(_read(file, where), policy(allow), where).refused
+    trusted = policy(allow)
+    return _reading(file, where, lambda data: audit(data, trusted, where).refused)
+
+
+def _reading(file: File, where: str, use: Callable[[bytes | memoryview], T]) -> T:
+    """``use(data)`` on the file's bytes; a map of them is closed when ``use`` returns.
+
+    The unpickler hands out views of the map (a net's blob, tensor streams) for skorch's
+    reader to consume. A view that outlives the load would alias the file, and keep it
+    mapped: bytes the file put under the blob's key and kept elsewhere. Such a file is refused.
+    """
+    from .safe.verifier import KEPT_VIEW
+
+    data = _read(file, where)
+    if not isinstance(data, memoryview):
+        return use(data)
+    mapping = cast(mmap.mmap, data.obj)
+    result = use(data)  # raising, views live on in the traceback: the map closes after them
+    del data
+    for _ in range(2):
+        try:
+            mapping.close()
+            return result
+        except BufferError:
+            gc.collect()  # views in reference cycles the load left behind
+    del result  # and with it the views: the map closes after them
+    raise UntrustedPickleError(where, {KEPT_VIEW: "in what the load returns"})
 
 
 def _read(file: File, where: str) -> bytes | memoryview:
@@ -75,14 +108,16 @@ def _read(file: File, where: str) -> bytes | memoryview:
 
 def _mapped(file: IO[bytes]) -> memoryview | None:
     """The rest of ``file`` from its position, mapped, as ``read()`` would return it; or None
-    where it can't be: not a regular file, opened as text, empty."""
+    where it can't be: not a plain binary file (gzip's has the compressed file's fileno),
+    not a regular file, empty."""
+    if type(file) not in (io.BufferedReader, io.FileIO):
+        return None
     try:
         fd, start = file.fileno(), file.tell()
-        if not stat.S_ISREG(os.fstat(fd).st_mode) or isinstance(file, io.TextIOBase):
+        if not stat.S_ISREG(os.fstat(fd).st_mode):
             return None
         mapping = mmap.mmap(fd, 0, access=mmap.ACCESS_READ)
     except (AttributeError, OSError, ValueError):  # no fileno, unseekable, empty, ...
         return None
     file.seek(0, io.SEEK_END)  # consumed, as by read()
-    # The mapping lives as long as a view of it: no close() while a view could be in use.
-    return memoryview(mapping)[start:]
+    return memoryview(mapping)[start:]  # closed by _reading()

@@ -402,6 +402,12 @@ def archives(marker: Path) -> list[Payload]:
             levels=(BLOB_LEVEL, TENSORS),
         ),
         Payload(
+            "a compressed data.pkl: torch.save stores every record, a zip bomb would not",
+            "archive/data.pkl",
+            deflated(_torch_save({}), system),
+            levels=(BLOB_LEVEL, TENSORS),
+        ),
+        Payload(
             "a record torch.save never writes",
             "extra.pkl",
             with_records(_torch_save({}), {"extra.pkl": system}),
@@ -423,6 +429,19 @@ def with_records(archive: bytes, records: dict[str, bytes], *, first: bool = Fal
         with zipfile.ZipFile(out, "w", zipfile.ZIP_STORED) as written:
             for name, data in [*added, *own] if first else [*own, *added]:
                 written.writestr(name, data)
+    return out.getvalue()
+
+
+def deflated(archive: bytes, data_pickle: bytes) -> bytes:
+    """``archive`` with ``data_pickle`` as its data.pkl, compressed (torch's reader inflates it)."""
+    source = zipfile.ZipFile(io.BytesIO(archive))
+    out = io.BytesIO()
+    with zipfile.ZipFile(out, "w", zipfile.ZIP_STORED) as written:
+        for name in source.namelist():
+            if name.endswith("/data.pkl"):
+                written.writestr(name, data_pickle, zipfile.ZIP_DEFLATED)
+            else:
+                written.writestr(name, source.read(name))
     return out.getvalue()
 
 

@@ -16,23 +16,31 @@ from skorch import NeuralNetClassifier
 import skorch_loadfix
 from skorch_loadfix import UntrustedPickleError
 from skorch_loadfix.formats import WRITERS, dumps
+from skorch_loadfix.safe.readers import Reader
 
 
 def weights_only(call) -> bool:
-    """Whether a torch.load call is weights-only: by torch, or by the reader's unpickler."""
+    """Whether a torch.load call is weights-only."""
     assert "weights_only" in call.kwargs, "weights_only must always be passed"
-    module = call.kwargs.get("pickle_module")
-    return call.kwargs["weights_only"] or (
-        getattr(module, "__name__", None) == "skorch_loadfix.guarded_pickle"
-    )
+    return bool(call.kwargs["weights_only"])
 
 
 def weights_only_seen(load, *args):
-    """The weights_only of every torch.load made while ``load(*args)`` ran."""
-    with mock.patch("torch.load", wraps=torch.load) as spy:
+    """The weights_only of every torch load made while ``load(*args)`` ran: torch.load's, and
+    True for each level the reader reads with its restricted unpickler (never torch.load)."""
+    ours, original = [], Reader._torch_load
+
+    def restricted(reader, *args):
+        ours.append(True)
+        return original(reader, *args)
+
+    with (
+        mock.patch("torch.load", wraps=torch.load) as spy,
+        mock.patch.object(Reader, "_torch_load", restricted),
+    ):
         load(*args)
-    assert spy.call_count, "torch.load was never called"
-    return {weights_only(call) for call in spy.call_args_list}
+    assert spy.call_count or ours, "nothing was loaded"
+    return {weights_only(call) for call in spy.call_args_list} | set(ours)
 
 
 @pytest.fixture

@@ -1,9 +1,11 @@
 """load(), untrusted_globals() and apply(strict=True): attack payloads at every level, and
 the legit nets that must still load. Every payload is harmless: it would create a marker."""
 
+import bz2
 import contextlib
 import copyreg
 import functools
+import gzip
 import io
 import os
 import pickle
@@ -39,7 +41,7 @@ from skorch.callbacks import Checkpoint, EarlyStopping, EpochScoring, LRSchedule
 import skorch_loadfix
 from skorch_loadfix import UntrustedPickleError, sites
 from skorch_loadfix.demo_model import Block, Model
-from skorch_loadfix.formats import WRITERS, dumps, dumps_state
+from skorch_loadfix.formats import BLOB, WRITERS, dumps, dumps_state
 from skorch_loadfix.safe import memoryfile, verifier
 
 LEVELS = (OUTER, BLOB_LEVEL, TENSORS)
@@ -362,6 +364,88 @@ def test_load_copies_the_tensors_out_of_the_mapped_file(tmp_path, writer):
         assert view is not None and mapped(path)
         del view
     assert not mapped(path)
+
+
+@pytest.mark.parametrize("writer", WRITERS)
+def test_guarded_levels_never_reach_torch_load(net, tmp_path, monkeypatch, writer):
+    """torch.load reads the bytes again to choose its reader, and a zip with TorchScript goes
+    to torch.jit.load: a mapped file changed between our checks and that read (a red team
+    won the race) would run code. Guarded levels call torch's two readers directly."""
+    path = tmp_path / "net.pkl"
+    path.write_bytes(dumps(net, writer))
+    calls = []
+    monkeypatch.setattr(torch, "load", lambda *args, **kwargs: calls.append("torch.load"))
+    monkeypatch.setattr(torch.jit, "load", lambda *args, **kwargs: calls.append("jit.load"))
+    assert_same_net(skorch_loadfix.load(path, allow=[Model, Block]), net)
+    assert_same_net(load_with(path.read_bytes(), strict=True, weights_only=True), net)
+    assert calls == []
+    with contextlib.suppress(Exception):  # the control: weights_only=False is upstream's way
+        load_with(path.read_bytes(), strict=False, weights_only=False)
+    assert calls
+
+
+def in_place(*after: bytes) -> bytes:
+    """A dict whose blob key holds bytes (read in place), then ``after``."""
+    data = b"\0" * 64
+    key = BLOB.encode()
+    start = b"\x80\x02}\x8c" + bytes([len(key)]) + key
+    return start + b"B" + len(data).to_bytes(4, "little") + data + b"q\x00s" + b"".join(after)
+
+
+@pytest.mark.parametrize("kept", ["under the blob's key of a dict", "and in the memo, elsewhere"])
+def test_bytes_read_in_place_are_never_kept(tmp_path, line, kept):
+    """Views of the mapped file are for skorch's reader to consume (a net's restore pops its
+    blob: the tests above load nets from files); one kept would alias the file (a later write
+    changes the loaded object) and keep it mapped."""
+    data = in_place(b"." if kept.startswith("under") else b"\x8c\x04kepth\x00s.")
+    path = tmp_path / "blob.pkl"
+    path.write_bytes(data)
+    if line == "audit and guard":
+        assert verifier.KEPT_VIEW in skorch_loadfix.untrusted_globals(path)
+    with pytest.raises(UntrustedPickleError, match=verifier.KEPT_VIEW):
+        skorch_loadfix.load(path)
+    assert not mapped(path)
+    assert pickle.loads(data)[BLOB] == b"\0" * 64  # the control: plain bytes, unguarded
+
+
+def test_audit_and_loader_agree_on_what_a_tensor_stream_is(tmp_path):
+    """Found by a red team, both ways the audit once said {} and load() refused."""
+    stream = b"ctorch.storage\n_load_from_bytes\n"
+    raw = b"\0" * 8
+    files = {
+        "a stream named twice, its first copy reused": b"\x80\x02"
+        + stream
+        + b"q\x00"
+        + stream
+        + b"0B"
+        + len(raw).to_bytes(4, "little")
+        + raw
+        + b"q\x010"
+        + b"0cnumpy.core.multiarray\n_reconstruct\ncnumpy\nndarray\nK\x00\x85h\x01\x87R.",
+        "a stream of a tensor, not a storage": pickle.dumps(_TensorStream(), 2),
+    }
+    for name, data in files.items():
+        path = tmp_path / "file.pkl"
+        path.write_bytes(data)
+        assert skorch_loadfix.untrusted_globals(path), name
+        with pytest.raises(UntrustedPickleError):
+            skorch_loadfix.load(path)
+
+
+class _TensorStream:
+    def __reduce__(self):
+        file = io.BytesIO()
+        torch.save(torch.zeros(2), file)
+        return torch.storage._load_from_bytes, (file.getvalue(),)
+
+
+@pytest.mark.parametrize("opener", [gzip.open, bz2.open])
+def test_compressed_file_objects_are_read_not_mapped(net, tmp_path, opener):
+    path = tmp_path / "net.pkl.z"
+    with opener(path, "wb") as file:
+        file.write(pickle.dumps(net))
+    with opener(path, "rb") as file:
+        assert_same_net(skorch_loadfix.load(file, allow=[Model, Block]), net)
 
 
 def rss_file_kib() -> int:

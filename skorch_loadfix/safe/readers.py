@@ -18,6 +18,7 @@ import io
 import pickle
 import sys
 import types
+from collections.abc import Callable
 from typing import IO, Any, cast
 
 from ..errors import UntrustedPickleError
@@ -130,17 +131,29 @@ class Reader:
         restore(sys.modules["skorch.net"], net, state, {}, self.where, self.policy)
 
     def _torch_load(self, data: bytes | memoryview, file: Any, level: str) -> Any:
-        import torch
+        """``torch.load``'s own two readers, with our unpickler, but never its dispatch.
 
-        if bytes(data[:4]) == ZIP_MAGIC:  # never a TorchScript archive: see archive.py
-            with unreadable():  # a zip that zipfile can't parse, as load() says it
-                refused = refusals(data, level)
-            if refused:
-                raise UntrustedPickleError(self.where, refused)
+        ``torch.load`` reads the bytes again to choose a reader, and hands a zip holding
+        TorchScript to ``torch.jit.load``, which runs code in C++. The bytes may be a map of
+        a file someone else can write, so checking them first would not do: whatever they
+        say by the time torch reads them, only the reader chosen here runs.
+        """
+        import torch
+        from torch import serialization
+
+        # Both readers, as torch.load calls them (torch 2.0 to 2.14), are untyped.
+        legacy: Callable[..., Any] = serialization._legacy_load
+        zipped: Callable[..., Any] = serialization._load
         module = _pickle_module(self, level)
-        return torch.load(
-            file, map_location=self.map_location, weights_only=False, pickle_module=module
-        )
+        if bytes(data[:4]) != ZIP_MAGIC:  # the stream torch < 1.6 wrote
+            return legacy(file, self.map_location, module, encoding="utf-8")
+        with unreadable():  # a zip that zipfile can't parse, as load() says it
+            refused = refusals(data, level)  # what the audit refuses too
+        if refused:
+            raise UntrustedPickleError(self.where, refused)
+        with unreadable():
+            reader = torch._C.PyTorchFileReader(file)
+        return zipped(reader, self.map_location, module, encoding="utf-8")
 
     def _upstream(self, blob: bytes) -> Any:
         import torch

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import io
 import pickle
+import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -32,7 +33,9 @@ OUTER, BLOB_LEVEL, TENSORS = "outer pickle", "cuda-attributes blob", "tensor str
 LEVELS = (OUTER, BLOB_LEVEL, TENSORS)
 NOT_BYTES = "a net's blob that is not bytes written in the file"
 NOT_DICT = "a net's blob that does not load as a dict"
+KEPT_VIEW = "bytes read in place, kept"
 ZIP_MAGIC = b"PK\x03\x04"
+STORAGE_SYMBOL = "torch.storage"  # what a persistent id makes, in the audit
 TORCH_MAGIC = 0x1950A86A20F9469CFC6C  # torch.serialization.MAGIC_NUMBER, without importing torch
 
 
@@ -70,6 +73,7 @@ class Findings:
     seen: dict[str, set[str]] = field(default_factory=lambda: {level: set() for level in LEVELS})
     refused: dict[str, str] = field(default_factory=dict)
     nets: list[Made] = field(default_factory=list)
+    restored: set[int] = field(default_factory=set)  # ids of the nets whose blob is consumed
 
 
 class Symbolic(Rules):
@@ -90,10 +94,11 @@ class Symbolic(Rules):
         return Opaque()
 
     def resolve(self, entry: Entry, obj: Any) -> Any:
-        symbol = Symbol(entry)
-        if entry.substitute == "stream":
-            self.tensor_stream = symbol  # its bytes are read as views
-        return symbol
+        if entry.substitute != "stream":
+            return Symbol(entry)
+        if self.tensor_stream is None:  # one object, as the loader's: its bytes are views
+            self.tensor_stream = Symbol(entry)
+        return self.tensor_stream
 
     def _call(self, opcode: str, func: Any, args: Any) -> Any:
         if isinstance(func, Opaque) or any(isinstance(arg, Opaque) for arg in args or ()):
@@ -104,8 +109,15 @@ class Symbolic(Rules):
         if entry.substitute == "latin1":
             return args[0].encode("latin1")
         if entry.substitute == "stream":
-            self.audit.stream(args[0])
+            return self.audit.stream(args[0])
         return Made(entry, args)
+
+    def returned(self, entry: Entry, func: Any, result: Any) -> str | None:
+        # What the loader checks of a real result: a tensor stream holds one storage.
+        storage = isinstance(result, Made) and result.entry.name == STORAGE_SYMBOL
+        if entry.substitute != "stream" or storage or isinstance(result, Opaque):
+            return None
+        return f"a call of {entry.name} returned {_made(result)}"
 
     def construct(self, entry: Entry, cls: Any, args: tuple[Any, ...]) -> Any:
         return Made(entry, args)
@@ -116,6 +128,10 @@ class Symbolic(Rules):
 
     def set_state(self, entry: Entry, inst: Any, state: Any, slotstate: Any) -> None:
         inst.state = state
+        net_module = sys.modules.get("skorch.net")
+        cls = self.instance_type(entry, inst)
+        if net_module is not None and cls is not None and issubclass(cls, net_module.NeuralNet):
+            self.audit.findings.restored.add(id(inst))  # the loader's restore() pops its blob
         self._follow_blob(inst, state)
 
     def _follow_blob(self, inst: Any, state: Any) -> None:
@@ -158,7 +174,7 @@ class Symbolic(Rules):
         return obj.items if isinstance(obj, Made) else obj
 
     def storage(self, pid: tuple[Any, ...]) -> Any:
-        return Made(Entry("torch.storage", "function"), pid)
+        return Made(Entry(STORAGE_SYMBOL, "function"), pid)
 
 
 class _StorageType:
@@ -179,7 +195,7 @@ class Audit:
         self.findings.refused.setdefault(name, why)
 
     def file(self, data: bytes | memoryview) -> Findings:
-        self._pickle(MemoryFile(data), OUTER)
+        self._kept_views(self._pickle(MemoryFile(data), OUTER), OUTER)
         return self.findings
 
     def blob(self, data: bytes | memoryview) -> None:
@@ -187,13 +203,37 @@ class Audit:
             found = self._torch(data, BLOB_LEVEL)
         else:
             found = self._pickle(MemoryFile(data), BLOB_LEVEL)
+        self._kept_views(found, BLOB_LEVEL)  # all of it becomes the net's attributes
         # What the loader refuses before restore() updates the net's state with it.
         made_dict = isinstance(found, Made) and found.entry.name == "builtins.dict"
         if type(found) is not dict and not made_dict and not isinstance(found, Opaque):
             self.refuse(NOT_DICT, f"{_made(found)} (in the {BLOB_LEVEL})")
 
-    def stream(self, data: bytes | memoryview) -> None:
-        self._torch(data, TENSORS)
+    def _kept_views(self, found: Any, level: str) -> None:
+        """Bytes read in place are views of the file, for skorch's reader to consume: a
+        net's blob, a tensor stream. Kept anywhere else, they would outlive the load (the
+        loader refuses that, as ``untrusted._reading`` finds the map still in use)."""
+        seen, todo = set(), [found]
+        while todo:
+            obj = todo.pop()
+            if id(obj) in seen:
+                continue
+            seen.add(id(obj))
+            if isinstance(obj, memoryview):
+                self.refuse(KEPT_VIEW, f"in what the load returns (in the {level})")
+                return
+            if isinstance(obj, Made):
+                state = obj.state
+                if id(obj) in self.findings.restored and type(state) is dict:
+                    state = {k: v for k, v in state.items() if k not in BLOB_KEYS}
+                todo += [*obj.args, state, *obj.items]
+            elif isinstance(obj, dict):
+                todo += [*obj.keys(), *obj.values()]
+            elif isinstance(obj, (list, tuple, set, frozenset)):
+                todo += obj
+
+    def stream(self, data: bytes | memoryview) -> Any:
+        return self._torch(data, TENSORS)
 
     def _torch(self, data: bytes | memoryview, level: str) -> Any:
         """What ``torch.load`` would return, as the audit sees it (Opaque: it can't tell)."""
