@@ -28,6 +28,7 @@ from payloads import (
     OUTER,
     TENSORS,
     Payload,
+    _Stream,
     marker_code,
     payloads,
     placed,
@@ -437,6 +438,58 @@ class _TensorStream:
         file = io.BytesIO()
         torch.save(torch.zeros(2), file)
         return torch.storage._load_from_bytes, (file.getvalue(),)
+
+
+def test_a_view_kept_in_a_nets_own_lists_is_refused(net, tmp_path, line):
+    """restore() pops only the blob: a view appended to the net's list of cuda-dependent
+    attributes (through the memo) would stay, so the audit walks that list too."""
+    body = pickle.dumps(net, protocol=3)
+    name = b"X\x0a\x00\x00\x00optimizer_"  # in cuda_dependent_attributes_, a list
+    at = body.index(name, body.index(b"cuda_dependent_attributes_")) + len(name)
+    assert body[at : at + 1] == b"q"  # BINPUT: after it, append what the memo holds at 99999
+    body = body[: at + 2] + b"j" + (99999).to_bytes(4, "little") + body[at + 2 :]
+    memoized = in_place()[:-3] + b"r" + (99999).to_bytes(4, "little") + b"s0"  # dict, popped
+    path = tmp_path / "net.pkl"
+    path.write_bytes(memoized + body[2:])
+    if line == "audit and guard":
+        assert verifier.KEPT_VIEW in skorch_loadfix.untrusted_globals(path, allow=[Model, Block])
+    with pytest.raises(UntrustedPickleError, match=verifier.KEPT_VIEW):
+        skorch_loadfix.load(path, allow=[Model, Block])
+
+
+def test_an_old_stream_must_fill_every_storage_it_names(line):
+    """torch's old-format reader fills only the storages the stream's last pickle lists, and
+    returns the others uninitialized: whatever memory they got."""
+    file = io.BytesIO()
+    torch.save(
+        torch.zeros(64, dtype=torch.uint8).storage(),  # as a tensor stream holds one
+        file,
+        _use_new_zipfile_serialization=False,
+    )
+    stream = io.BytesIO(file.getvalue())
+    for _ in range(4):  # magic number, protocol, sys_info, the object
+        unpickler = pickle.Unpickler(stream)
+        unpickler.persistent_load = lambda pid: None
+        unpickler.load()
+    emptied = file.getvalue()[: stream.tell()] + pickle.dumps([], 2)  # no key, no data
+    data = pickle.dumps(_Stream(emptied), 2)
+    if line == "audit and guard":
+        assert "a storage the stream never fills" in skorch_loadfix.untrusted_globals(
+            io.BytesIO(data)
+        )
+    with pytest.raises(UntrustedPickleError, match="a storage the stream never fills"):
+        skorch_loadfix.load(io.BytesIO(data))
+    assert pickle.loads(data).nbytes() == 64  # the control: unguarded, 64 bytes never written
+
+
+def test_nets_pickled_at_protocol_5_load():
+    """Protocol 5 (Python 3.14's default, joblib's, cloudpickle's) pickles numpy arrays, such
+    as a classifier's classes_, through numpy's _frombuffer."""
+    fitted = classifier().fit(X, y)
+    data = pickle.dumps(fitted, protocol=5)
+    assert b"_frombuffer" in data
+    assert skorch_loadfix.untrusted_globals(io.BytesIO(data)) == {}
+    assert_same_net(skorch_loadfix.load(io.BytesIO(data)), fitted)
 
 
 @pytest.mark.parametrize("opener", [gzip.open, bz2.open])

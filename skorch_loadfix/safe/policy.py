@@ -164,6 +164,17 @@ def _scalar(facts: Facts, args: tuple[Any, ...]) -> str | None:
     return "takes a dtype made in this load and bytes"
 
 
+def _frombuffer(facts: Facts, args: tuple[Any, ...]) -> str | None:
+    # Protocol 5 pickles an array as (buffer, dtype, shape, order[, axis_order]), the buffer
+    # in-band as bytearray (bytes if read-only); numpy refuses the object dtype here itself.
+    if len(args) not in (4, 5) or type(args[0]) not in (bytes, bytearray):
+        return "takes bytes, a dtype, a shape and an order"
+    dtype, shape, order, *axes = args[1:]
+    if facts.created(dtype) != "numpy.dtype" or not _ints(shape) or order not in ("C", "F", "K"):
+        return "takes bytes, a dtype made in this load, a shape and an order"
+    return None if axes in ([], [None]) or _ints(axes[0]) else "its axis order must be ints"
+
+
 def _stream(facts: Facts, args: tuple[Any, ...]) -> str | None:
     if len(args) == 1 and type(args[0]) in (bytes, memoryview):
         return None
@@ -300,6 +311,12 @@ _HAND: list[Entry] = [
     ),
     *_entries(
         "function",
+        "numpy._core.numeric._frombuffer numpy.core.numeric._frombuffer",
+        args=_frombuffer,
+        returns="numpy.ndarray",
+    ),
+    *_entries(
+        "function",
         "numpy._core.multiarray.scalar numpy.core.multiarray.scalar",
         args=_scalar,
         substitute="scalar",
@@ -373,6 +390,7 @@ _MOVED = {
     f"numpy.core.multiarray.{name}": f"numpy._core.multiarray.{name}"
     for name in ("_reconstruct", "scalar")
 }
+_MOVED["numpy.core.numeric._frombuffer"] = "numpy._core.numeric._frombuffer"
 # Names a removed skorch or torch wrote, mapped to their successors or stand-ins (the same
 # table apply() installs for plain pickle.load); every lookup goes through ``translated``.
 RENAMES = legacy.TRANSLATIONS

@@ -28,7 +28,7 @@ from .archive import refusals
 from .hook import guarding
 from .memoryfile import MemoryFile
 from .policy import Policy, translated
-from .unpickler import Guarded, InPlace
+from .unpickler import UNFILLED, Guarded, InPlace, unfilled
 from .verifier import (
     BLOB_LEVEL,
     NOT_BYTES,
@@ -212,12 +212,27 @@ def _pickle_module(reader: Reader, level: str) -> types.ModuleType:
                 **kwargs,
             )
 
+        def load(self) -> Any:
+            found = super().load()
+            if self.torch_stream:
+                named.append(self.storage_keys)
+            return found
+
     class HeaderUnpickler(LevelUnpickler):
         """The old stream's magic number, protocol, sys_info and storage keys: no ids."""
 
         torch_stream = False
 
+    named: list[set[str]] = []  # the storage keys the object's pickle read, once it has run
+
+    def load(file: IO[bytes], **kwargs: Any) -> Any:
+        found = HeaderUnpickler(file, **kwargs).load()
+        if named and unfilled(named[-1], found):  # after the object: its key list
+            why = f"torch would return it uninitialized (in the {level})"
+            raise UntrustedPickleError(reader.where, {UNFILLED: why})
+        return found
+
     module = types.ModuleType("skorch_loadfix.guarded_pickle")
     module.Unpickler = LevelUnpickler  # type: ignore[attr-defined]
-    module.load = lambda file, **kwargs: HeaderUnpickler(file, **kwargs).load()  # type: ignore[attr-defined]
+    module.load = load  # type: ignore[attr-defined]
     return module

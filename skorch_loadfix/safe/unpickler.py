@@ -146,6 +146,7 @@ class Rules(InPlace):
         self._named: dict[int, Entry] = {}  # id -> entry, for what find_class returned
         self._created: dict[int, Entry] = {}  # id -> class entry, for what a call created
         self._keep: list[Any] = []  # keeps both alive, so that no id is reused
+        self.storage_keys: set[Any] = set()  # the key of each storage id read
 
     # -- what the two runs do differently --------------------------------------------------
 
@@ -404,8 +405,9 @@ class Rules(InPlace):
             # warn: inspect.getsource reads and compiles a source file, which the hook refuses.
             self.append(pid[1])
             return
-        if kind != "storage":
-            self.refuse("BINPERSID", pid, "only torch's ('storage', ...) ids are read")
+        if kind != "storage" or len(pid) < 3 or type(pid[2]) is not str:
+            self.refuse("BINPERSID", pid, "only torch's ('storage', type, key, ...) ids are read")
+        self.storage_keys.add(pid[2])
         result = self.storage(pid)
         self._created[id(result)] = Entry(STORAGE, "function")
         self._keep.append(result)
@@ -530,6 +532,17 @@ class Guarded(Rules):
         if not isinstance(result, (torch.storage.TypedStorage, torch.UntypedStorage)):
             self.refuse("BINPERSID", result, "torch's storage protocol returned no storage")
         return result
+
+
+UNFILLED = "a storage the stream never fills"
+
+
+def unfilled(named: set[str], keys: Any) -> bool:
+    """Whether an old torch stream's key list leaves out a storage its object named: torch
+    fills only the listed ones, and hands back the others as it allocated them, holding
+    whatever memory they got."""
+    listed = type(keys) is list and all(type(key) is str for key in keys)
+    return not (listed and named <= set(keys))
 
 
 def _shadowed(found: Any) -> bool:

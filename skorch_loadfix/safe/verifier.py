@@ -27,7 +27,7 @@ from ..formats import BLOB
 from .archive import data_pickle, refusals
 from .memoryfile import MemoryFile
 from .policy import Entry, Policy, Refused, translated
-from .unpickler import BLOB_KEYS, Rules
+from .unpickler import BLOB_KEYS, UNFILLED, Rules, unfilled
 
 OUTER, BLOB_LEVEL, TENSORS = "outer pickle", "cuda-attributes blob", "tensor streams"
 LEVELS = (OUTER, BLOB_LEVEL, TENSORS)
@@ -225,7 +225,7 @@ class Audit:
             if isinstance(obj, Made):
                 state = obj.state
                 if id(obj) in self.findings.restored and type(state) is dict:
-                    state = {k: v for k, v in state.items() if k not in BLOB_KEYS}
+                    state = {k: v for k, v in state.items() if k != BLOB}  # restore() pops it
                 todo += [*obj.args, state, *obj.items]
             elif isinstance(obj, dict):
                 todo += [*obj.keys(), *obj.values()]
@@ -248,19 +248,29 @@ class Audit:
         if self._pickle(file, level) != TORCH_MAGIC:
             self.refuse(f"a stream in the {level}", "not a torch.save stream (no magic number)")
             return Opaque()
-        found = []
+        found: list[Any] = []
+        named: set[str] = set()
         for torch_stream in (False, False, True, False):
-            found.append(self._pickle(file, level, torch_stream=torch_stream))
+            found.append(self._pickle(file, level, torch_stream=torch_stream, keys=named))
             if isinstance(found[-1], Opaque):
                 return found[-1]  # a broken rule stops the level: the rest can't be found
+        if unfilled(named, found[3]):
+            self.refuse(UNFILLED, f"torch would return it uninitialized (in the {level})")
         return found[2]
 
-    def _pickle(self, file: Any, level: str, *, torch_stream: bool = False) -> Any:
+    def _pickle(
+        self, file: Any, level: str, *, torch_stream: bool = False, keys: set[str] | None = None
+    ) -> Any:
+        """``keys`` collects the key of each storage id the pickle reads."""
+        unpickler = Symbolic(file, self, level, torch_stream=torch_stream)
         try:
-            return Symbolic(file, self, level, torch_stream=torch_stream).load()
+            return unpickler.load()
         except UntrustedPickleError as error:  # a rule broken: this level stops here
             self.findings.refused.update(error.refused)
             return Opaque()
+        finally:
+            if keys is not None:
+                keys |= unpickler.storage_keys
 
 
 def _made(found: Any) -> str:
