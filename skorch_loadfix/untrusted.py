@@ -1,9 +1,10 @@
 """Loading a pickled skorch net from a file you don't trust.
 
 ``pickle.load`` resolves every global the outer pickle names before skorch sees
-anything, so no patch to skorch can restrict it. ``load()`` reads the whole file
-itself: a static audit of every level first, refusing before anything is
-constructed, then the restricted unpickler, whose rules the audit applies too.
+anything, so no patch to skorch can restrict it. ``load()`` reads every level
+itself: a static audit first, refusing before anything is constructed, then the
+restricted unpickler, whose rules the audit applies too. A file on disk is mapped,
+not read, so that the tensors are the only copy of its weights in memory.
 """
 
 from __future__ import annotations
