@@ -28,7 +28,7 @@ from .archive import refusals
 from .hook import guarding
 from .memoryfile import MemoryFile
 from .policy import Policy, translated
-from .unpickler import UNFILLED, Guarded, InPlace, unfilled
+from .unpickler import Guarded, InPlace, unfilled
 from .verifier import (
     BLOB_LEVEL,
     NOT_BYTES,
@@ -227,9 +227,9 @@ def _pickle_module(reader: Reader, level: str) -> types.ModuleType:
 
     def load(file: IO[bytes], **kwargs: Any) -> Any:
         found = HeaderUnpickler(file, **kwargs).load()
-        if named and unfilled(named[-1], found):  # after the object: its key list
-            why = f"torch would return it uninitialized (in the {level})"
-            raise UntrustedPickleError(reader.where, {UNFILLED: why})
+        refused = unfilled(named[-1], found, level) if named else {}  # after the object: keys
+        if refused:
+            raise UntrustedPickleError(reader.where, refused)
         return found
 
     module = types.ModuleType("skorch_loadfix.guarded_pickle")

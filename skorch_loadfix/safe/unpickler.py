@@ -534,15 +534,15 @@ class Guarded(Rules):
         return result
 
 
-UNFILLED = "a storage the stream never fills"
-
-
-def unfilled(named: set[str], keys: Any) -> bool:
-    """Whether an old torch stream's key list leaves out a storage its object named: torch
-    fills only the listed ones, and hands back the others as it allocated them, holding
-    whatever memory they got."""
+def unfilled(named: set[str], keys: Any, level: str) -> dict[str, str]:
+    """The refusal, if an old torch stream's key list leaves out a storage its object named:
+    torch fills only the listed ones, and hands back the others as it allocated them,
+    holding whatever memory they got."""
     listed = type(keys) is list and all(type(key) is str for key in keys)
-    return not (listed and named <= set(keys))
+    if listed and named <= set(keys):
+        return {}
+    why = f"torch would return it uninitialized (in the {level})"
+    return {"a storage the stream never fills": why}
 
 
 def _shadowed(found: Any) -> bool:

@@ -27,7 +27,7 @@ from ..formats import BLOB
 from .archive import data_pickle, refusals
 from .memoryfile import MemoryFile
 from .policy import Entry, Policy, Refused, translated
-from .unpickler import BLOB_KEYS, UNFILLED, Rules, unfilled
+from .unpickler import BLOB_KEYS, Rules, unfilled
 
 OUTER, BLOB_LEVEL, TENSORS = "outer pickle", "cuda-attributes blob", "tensor streams"
 LEVELS = (OUTER, BLOB_LEVEL, TENSORS)
@@ -254,8 +254,8 @@ class Audit:
             found.append(self._pickle(file, level, torch_stream=torch_stream, keys=named))
             if isinstance(found[-1], Opaque):
                 return found[-1]  # a broken rule stops the level: the rest can't be found
-        if unfilled(named, found[3]):
-            self.refuse(UNFILLED, f"torch would return it uninitialized (in the {level})")
+        for name, why in unfilled(named, found[3], level).items():
+            self.refuse(name, why)
         return found[2]
 
     def _pickle(
