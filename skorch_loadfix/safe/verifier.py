@@ -73,7 +73,6 @@ class Findings:
     seen: dict[str, set[str]] = field(default_factory=lambda: {level: set() for level in LEVELS})
     refused: dict[str, str] = field(default_factory=dict)
     nets: list[Made] = field(default_factory=list)
-    restored: set[int] = field(default_factory=set)  # ids of the nets whose blob is consumed
 
 
 class Symbolic(Rules):
@@ -131,7 +130,7 @@ class Symbolic(Rules):
         net_module = sys.modules.get("skorch.net")
         cls = self.instance_type(entry, inst)
         if net_module is not None and cls is not None and issubclass(cls, net_module.NeuralNet):
-            self.audit.findings.restored.add(id(inst))  # the loader's restore() pops its blob
+            self.audit.restored.add(id(inst))  # the loader's restore() pops its blob
         self._follow_blob(inst, state)
 
     def _follow_blob(self, inst: Any, state: Any) -> None:
@@ -190,6 +189,7 @@ class Audit:
     def __init__(self, policy: Policy, where: str) -> None:
         self.policy, self.where = policy, where
         self.findings = Findings()
+        self.restored: set[int] = set()  # ids of the nets whose blob the loader consumes
 
     def refuse(self, name: str, why: str) -> None:
         self.findings.refused.setdefault(name, why)
@@ -224,7 +224,7 @@ class Audit:
                 return
             if isinstance(obj, Made):
                 state = obj.state
-                if id(obj) in self.findings.restored and type(state) is dict:
+                if id(obj) in self.restored and type(state) is dict:
                     state = {k: v for k, v in state.items() if k != BLOB}  # restore() pops it
                 todo += [*obj.args, state, *obj.items]
             elif isinstance(obj, dict):
