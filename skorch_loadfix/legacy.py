@@ -4,8 +4,8 @@ Two halves. ``TRANSLATIONS`` maps each global an old pickled net names, and that
 skorch 1.4.0 or torch no longer has, to its successor or to a harmless stand-in;
 ``install()`` makes the old names resolve while the patch is applied, and
 ``Policy`` (``load()``, ``weights_only=True``) reads the same table. And
-``upgrade_state()`` turns the state an old release pickled into what the installed
-release expects, before ``NeuralNet.__setstate__`` restores it.
+``upgrade_state()`` and ``upgrade_merged_state()`` turn the state an old release
+pickled into what the installed release expects, before and after its blob is merged.
 
 How the table was made: the top-level classes and functions of every skorch
 release from 0.5.0 to 1.4.0 (read from their wheels), less those 1.4.0 still has.
@@ -54,6 +54,10 @@ TRANSLATIONS: Mapping[str, str] = types.MappingProxyType(
 
 # skorch 0.5.0 kept the blob under the name of its list of blob attributes.
 OLD_BLOB = "cuda_dependent_attributes_"
+# A development version of July 2022 (between 0.11 and 0.12) kept beside the blob the
+# prefixes of the attributes it moved there, to put back into ``_kwargs`` those that were
+# parameters; its own ``__setstate__`` consumed the key. See ``upgrade_merged_state``.
+PREFIXES = "__cuda_dependent_attributes_prefixes__"
 
 
 def translated(module: str, name: str) -> tuple[str, str]:
@@ -224,6 +228,12 @@ def _params_to_validate(state: dict[str, Any]) -> None:
                 "or is damaged; remove one of them from its state, or re-create the net"
             )
         kwargs = state.pop("_kwargs")
+        if type(kwargs) is not dict:  # its items are read: a dict's own, nothing the file chose
+            raise ValueError(
+                f"the pickled net's skorch 0.11 _kwargs is a {type(kwargs).__name__}, which "
+                "no skorch release writes (a dict): the file was edited or is damaged; "
+                "re-create the net"
+            )
         for name, value in kwargs.items():
             state.setdefault(name, value)
         state["_params_to_validate"] = set(kwargs)
@@ -232,6 +242,31 @@ def _params_to_validate(state: dict[str, Any]) -> None:
         # adds each again when it is set, so only initialize() checks fewer names.
         state["_params_to_validate"] = {
             name for name in state if "__" in name and not name.startswith("_")
+        }
+
+
+def upgrade_merged_state(state: dict[str, Any]) -> None:
+    """The upgrades that need the blob's attributes: after it is merged into ``state``.
+
+    The July 2022 development version moved the values of ``__`` parameters whose name
+    starts with a prefix in ``PREFIXES`` (``module__hidden_units``) from ``_kwargs`` into
+    the blob, and named them again once it was read. ``_kwargs`` is
+    ``_params_to_validate`` by now (``upgrade_state``): they go there.
+    """
+    if PREFIXES not in state:
+        return
+    prefixes = state.pop(PREFIXES)
+    if type(prefixes) is not list or not all(type(prefix) is str for prefix in prefixes):
+        raise ValueError(
+            f"the pickled net's {PREFIXES} is not the list of names skorch wrote: the file "
+            "was edited or is damaged; remove it from its state, or re-create the net"
+        )
+    names = state.get("_params_to_validate")
+    if type(names) is set:
+        names |= {
+            key
+            for key in state
+            if key.startswith(tuple(prefixes)) and "__" in key and not key.startswith("_")
         }
 
 

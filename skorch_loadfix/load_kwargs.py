@@ -90,6 +90,12 @@ def process_default() -> dict[str, Any] | None:
     return None if _process_default is None else dict(_process_default)
 
 
+def caller_kwargs() -> dict[str, Any] | None:
+    """What the caller decided for the loads made now: its block, else ``apply()``'s default."""
+    caller = _caller.get()
+    return dict(caller) if caller is not None else process_default()
+
+
 def is_strict() -> bool:
     return _strict
 

@@ -31,10 +31,14 @@ def load(file: File, *, allow: Iterable[object] = ()) -> Any:
     Every level (the outer pickle, the net's blob in any of its formats, each tensor
     stream) is read by the restricted unpickler: only names on the allowlist or in
     ``allow`` (classes, functions or ``"module.qualname"`` strings you trust), called and
-    built only as the policy says. The file's own ``torch_load_kwargs`` are ignored.
+    built only as the policy says. The file's own ``torch_load_kwargs`` are ignored, and
+    replaced on each net it returns by the caller's (a ``torch_load_kwargs()`` block, else
+    ``apply()``'s default, else None: the installed skorch's), so that no later
+    ``load_params`` of the net (``LoadInitState`` at ``fit``) runs with the file's.
     A static audit runs first, so that a refused file raises ``UntrustedPickleError``,
     naming what it refuses, before anything is constructed.
     """
+    from .load_kwargs import caller_kwargs
     from .safe.hook import guarding
     from .safe.memoryfile import MemoryFile
     from .safe.policy import policy
@@ -43,12 +47,13 @@ def load(file: File, *, allow: Iterable[object] = ()) -> Any:
 
     where = "skorch_loadfix.load()"
     trusted = policy(allow)
+    reader = Reader(None, caller_kwargs() or {}, where, trusted)
 
     def guarded(data: bytes | memoryview) -> Any:
         with guarding(where):
             refuse_untrusted(audit(data, trusted, where), where)
             with unreadable():  # allowed globals, but not a net's state, say
-                return Reader(None, {}, where, trusted).unpickler(MemoryFile(data), OUTER).load()
+                return reader.unpickler(MemoryFile(data), OUTER).load()
 
     return _reading(file, where, guarded)
 

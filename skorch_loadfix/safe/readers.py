@@ -23,12 +23,12 @@ from typing import IO, Any, cast
 
 from ..errors import UntrustedPickleError
 from ..formats import BLOB
-from ..legacy import upgrade_state
+from ..legacy import upgrade_merged_state, upgrade_state
 from .archive import refusals
 from .hook import guarding
 from .memoryfile import MemoryFile
 from .policy import Policy, translated
-from .unpickler import Guarded, InPlace, unfilled
+from .unpickler import KWARGS_NOT_DICT, MERGED, Guarded, InPlace, merged_refusal, unfilled
 from .verifier import (
     BLOB_LEVEL,
     NOT_BYTES,
@@ -56,13 +56,36 @@ def restore(
     *,
     like_skorch: bool = False,
 ) -> None:
-    """What ``NeuralNet.__setstate__`` does, reading the blob with ``Reader``."""
+    """What ``NeuralNet.__setstate__`` does, reading the blob with ``Reader``.
+
+    Where the blob is read restricted, the net's final attribute dict (the blob merged in,
+    old state upgraded) is checked by the rules of BUILD just before it is installed: its
+    keys reach the net, and no BUILD saw the blob's or ``_kwargs``'s. Unless ``like_skorch``
+    (``load()``, strict), the file's ``torch_load_kwargs`` never stay on the net: a later
+    ``load_params`` (``LoadInitState`` at ``fit``) would run with them; the caller's
+    ``load_kwargs`` replace them (None: the installed skorch's default).
+    """
+    if policy is not None and "_kwargs" in state and type(state["_kwargs"]) is not dict:
+        kind = type(state["_kwargs"]).__name__  # legacy reads its items: a dict's own only
+        raise UntrustedPickleError(where, {MERGED: f"{KWARGS_NOT_DICT}, not a {kind}"})
     upgrade_state(net, state)
     # skorch's own device logic, so its DeviceWarnings stay as they were.
     map_location = net_module.get_map_location(state["device"])
     state["device"] = net._check_device(state["device"], map_location)
     reader = Reader(map_location, load_kwargs, where, policy, like_skorch=like_skorch)
-    state.update(reader.cuda_attributes(state.pop(BLOB)))
+    blob = state.pop(BLOB)
+    restricted = reader.restricts(blob)
+    attributes = reader.cuda_attributes(blob)
+    state.update(attributes)
+    upgrade_merged_state(state)
+    if restricted:
+        from_blob = [key for key in state if key in attributes]
+        rest = [key for key in state if key not in attributes]
+        refused = merged_refusal(type(net), [(BLOB_LEVEL, from_blob), (OUTER, rest)])
+        if refused:
+            raise UntrustedPickleError(where, refused)
+    if not like_skorch and "torch_load_kwargs" in state:
+        state["torch_load_kwargs"] = dict(load_kwargs) or None
     net.__dict__.update(state)
 
 
@@ -90,8 +113,12 @@ class Reader:
         self.map_location, self.where, self.policy = map_location, where, policy
         self.kwargs, self.like_skorch = dict(load_kwargs), like_skorch
 
+    def restricts(self, blob: Any) -> bool:
+        """Whether ``blob`` is read by the restricted unpickler (else as upstream does)."""
+        return self.policy is not None and not (self.like_skorch and not is_torch_save(blob))
+
     def cuda_attributes(self, blob: bytes) -> dict[str, Any]:
-        if self.policy is None or (self.like_skorch and not is_torch_save(blob)):
+        if not self.restricts(blob):
             return self._upstream(blob)  # type: ignore[no-any-return]
         if type(blob) not in (bytes, memoryview):  # the audit follows nothing else either
             what = f"a {type(blob).__name__} (in the {OUTER})"
@@ -128,7 +155,7 @@ class Reader:
                 "load cannot follow; load the file with pickle.load inside "
                 "skorch_loadfix.torch_load_kwargs(weights_only=False) if you trust it"
             )
-        restore(sys.modules["skorch.net"], net, state, {}, self.where, self.policy)
+        restore(sys.modules["skorch.net"], net, state, self.kwargs, self.where, self.policy)
 
     def _torch_load(self, data: bytes | memoryview, file: Any, level: str) -> Any:
         """``torch.load``'s own two readers, with our unpickler, but never its dispatch.

@@ -39,11 +39,17 @@ from typing import IO, Any, ClassVar, Protocol
 
 from ..errors import UntrustedPickleError
 from ..formats import BLOB
-from ..legacy import OLD_BLOB, upgrade_optimizer_state
+from ..legacy import OLD_BLOB, PREFIXES, upgrade_optimizer_state
 from .memoryfile import MemoryFile
 from .policy import PARAMETER, STORAGE, TENSOR, Entry, Policy, Refused, table
+from .snapshot import snapshot
 
 BLOB_KEYS = (BLOB, OLD_BLOB)  # skorch 0.5 kept the blob under the old key
+# Dunder keys skorch itself wrote into a net's state, which restore() consumes: the blob,
+# and the list a 2022 development version kept beside it (legacy translates it).
+SKORCH_KEYS = (*BLOB_KEYS, PREFIXES)
+MERGED = "a net's attributes once its blob is merged"
+KWARGS_NOT_DICT = "skorch 0.11's _kwargs must be a dict (legacy reads its items)"
 _OPTIMIZER_STATE = {"defaults": "dict", "state": "dict", "param_groups": "list"}
 _CALLABLES = (
     type,
@@ -228,6 +234,7 @@ class Rules(InPlace):
         assert entry is not None
         if type(args) is not tuple:
             self.refuse(opcode, func, "its arguments are not a tuple")
+        args = snapshot(args)  # what is checked is what is called: the memo keeps the original
         if entry.kind == "constant":
             self.refuse(opcode, func, "a constant may be named and stored, never called")
         if entry.args is None:  # a class created without __init__, as NEWOBJ does
@@ -287,10 +294,14 @@ class Rules(InPlace):
         self.build(self.stack[-1], state)
 
     def build(self, inst: Any, state: Any) -> None:
+        """Checks ``state`` and sets it: a copy of its plain containers, so that what is
+        checked is what the instance keeps (``functools.partial`` keeps its ``kwds`` and
+        dict as given), and no later SETITEM through the memo can change it."""
         entry = self._created.get(id(inst))
         if entry is None or entry.kind != "class":
             self.refuse("BUILD", inst, "only an instance a call of this load created is built")
         assert entry is not None
+        state = snapshot(state)
         slotstate = None
         if entry.state is not None:
             why = entry.state(self, state)
@@ -327,11 +338,7 @@ class Rules(InPlace):
         attributes = state[3] if entry.name == "functools.partial" else state
         if cls is None or type(attributes) is not dict:
             return None
-        for key in attributes:
-            klass = next((klass for klass in cls.__mro__ if key in vars(klass)), None)
-            if klass is not None and _shadowed(vars(klass)[key]):
-                return f"the state key {key!r} would shadow {klass.__qualname__}.{key}"
-        return None
+        return shadowing(cls, attributes)
 
     def _optimizer_state(self, entry: Entry, inst: Any, state: Any) -> str | None:
         """An optimizer's ``__setstate__`` calls methods of its state's values.
@@ -357,8 +364,7 @@ class Rules(InPlace):
 
     def attribute_dict(self, state: Any) -> bool:
         return type(state) is dict and all(
-            type(k) is str and (k in BLOB_KEYS or not (k.startswith("__") and k.endswith("__")))
-            for k in state
+            type(k) is str and (k in SKORCH_KEYS or not _dunder(k)) for k in state
         )
 
     def _container(self, target: Any) -> str | None:
@@ -543,6 +549,38 @@ def unfilled(named: set[str], keys: Any, level: str) -> dict[str, str]:
         return {}
     why = f"torch would return it uninitialized (in the {level})"
     return {"a storage the stream never fills": why}
+
+
+def shadowing(cls: type, keys: Any) -> str | None:
+    """Why a key may not be an attribute of a ``cls`` instance: it shadows a method of it."""
+    for key in keys:
+        klass = next((klass for klass in cls.__mro__ if key in vars(klass)), None)
+        if klass is not None and _shadowed(vars(klass)[key]):
+            return f"the state key {key!r} would shadow {klass.__qualname__}.{key}"
+    return None
+
+
+def merged_refusal(cls: type | None, keys_by_level: list[tuple[str, list[Any]]]) -> dict[str, str]:
+    """The refusal, if a net's final attribute dict breaks the rules of BUILD.
+
+    ``restore()`` installs the net's state after its blob is merged into it and legacy
+    has upgraded it: keys that no BUILD checked (the blob's, skorch 0.11's ``_kwargs``).
+    ``keys_by_level``: the keys, by the level of the file they come from. ``cls`` None:
+    a class the audit does not know (it imports nothing a file names), judged by name.
+    """
+    for level, keys in keys_by_level:
+        bad = next((k for k in keys if type(k) is not str or _dunder(k)), None)
+        if bad is not None:
+            why = f"the key {bad!r} is not an attribute name (a str, no dunder)"
+        else:
+            why = None if cls is None else shadowing(cls, keys)
+        if why is not None:
+            return {MERGED: f"{why} (in the {level})"}
+    return {}
+
+
+def _dunder(name: str) -> bool:
+    return name.startswith("__") and name.endswith("__")
 
 
 def _shadowed(found: Any) -> bool:
