@@ -24,10 +24,19 @@ from typing import Any
 
 from ..errors import UntrustedPickleError
 from ..formats import BLOB
+from ..legacy import OLD_BLOB, PREFIXES, init_defaults
 from .archive import data_pickle, refusals
 from .memoryfile import MemoryFile
 from .policy import Entry, Policy, Refused, translated
-from .unpickler import BLOB_KEYS, Rules, unfilled
+from .unpickler import (
+    BLOB_KEYS,
+    KWARGS_NOT_DICT,
+    MERGED,
+    SKORCH_KEYS,
+    Rules,
+    merged_refusal,
+    unfilled,
+)
 
 OUTER, BLOB_LEVEL, TENSORS = "outer pickle", "cuda-attributes blob", "tensor streams"
 LEVELS = (OUTER, BLOB_LEVEL, TENSORS)
@@ -129,13 +138,17 @@ class Symbolic(Rules):
         inst.state = state
         net_module = sys.modules.get("skorch.net")
         cls = self.instance_type(entry, inst)
+        blob = self._follow_blob(inst, state)
         if net_module is not None and cls is not None and issubclass(cls, net_module.NeuralNet):
             self.audit.restored.add(id(inst))  # the loader's restore() pops its blob
-        self._follow_blob(inst, state)
+            for name, why in restored_refusal(cls, state, blob, self.level).items():
+                self.audit.refuse(name, why)
 
-    def _follow_blob(self, inst: Any, state: Any) -> None:
+    def _follow_blob(self, inst: Any, state: Any) -> Any:
+        """What the blob ``restore()`` reads loads as (the audit's reading), or None."""
         if type(state) is not dict:
-            return
+            return None
+        found = {}
         for key in BLOB_KEYS:
             if key not in state:
                 continue
@@ -146,7 +159,8 @@ class Symbolic(Rules):
                 continue
             if isinstance(inst, Made):
                 self.audit.findings.nets.append(inst)
-            self.audit.blob(state[key])
+            found[key] = self.audit.blob(state[key])
+        return found.get(BLOB, found.get(OLD_BLOB))
 
     def build(self, inst: Any, state: Any) -> None:
         if isinstance(inst, Opaque):
@@ -198,7 +212,7 @@ class Audit:
         self._kept_views(self._pickle(MemoryFile(data), OUTER), OUTER)
         return self.findings
 
-    def blob(self, data: bytes | memoryview) -> None:
+    def blob(self, data: bytes | memoryview) -> Any:
         if is_torch_save(data):
             found = self._torch(data, BLOB_LEVEL)
         else:
@@ -208,6 +222,7 @@ class Audit:
         made_dict = isinstance(found, Made) and found.entry.name == "builtins.dict"
         if type(found) is not dict and not made_dict and not isinstance(found, Opaque):
             self.refuse(NOT_DICT, f"{_made(found)} (in the {BLOB_LEVEL})")
+        return found
 
     def _kept_views(self, found: Any, level: str) -> None:
         """Bytes read in place are views of the file, for skorch's reader to consume: a
@@ -271,6 +286,44 @@ class Audit:
         finally:
             if keys is not None:
                 keys |= unpickler.storage_keys
+
+
+def restored_refusal(cls: type, state: Any, blob: Any, level: str) -> dict[str, str]:
+    """What ``restore()`` refuses of a net of ``cls`` built with ``state``, read statically:
+    every key its final attribute dict gets, from this state, skorch 0.11's ``_kwargs`` and
+    the blob, and the installed class's own parameters (legacy fills in the missing ones).
+    The blob's keys are those of the dict its pickle builds; what the audit cannot follow
+    (a blob that is no dict, a refused one) it has refused already."""
+    if type(state) is not dict:
+        return {}
+    outer = [key for key in state if key not in SKORCH_KEYS]
+    if "_kwargs" in state:
+        kwargs = dict_items(state["_kwargs"])
+        if kwargs is None:
+            return {MERGED: f"{KWARGS_NOT_DICT}, not {_made(state['_kwargs'])} (in the {level})"}
+        outer += [key for key, _ in kwargs]
+    outer += init_defaults(cls)
+    found = dict_items(blob) if blob is not None else []
+    from_blob = [key for key, _ in found or [] if key != PREFIXES]
+    return merged_refusal(cls, [(BLOB_LEVEL, from_blob), (level, outer)])
+
+
+def dict_items(obj: Any) -> list[tuple[Any, Any]] | None:
+    """The items of a ``dict`` as the audit has it: a literal one, or one a call of
+    ``builtins.dict`` made and SETITEMS filled (all of them: the loader's, a snapshot,
+    holds no more). None where it is no ``dict`` or its keys can't be told."""
+    if type(obj) is dict:
+        return list(obj.items())
+    if not isinstance(obj, Made) or obj.entry.name != "builtins.dict":
+        return None
+    items: list[tuple[Any, Any]] = list(zip(obj.items[::2], obj.items[1::2], strict=True))
+    if not obj.args:
+        return items
+    (source,) = obj.args
+    if type(source) is dict:
+        return [*source.items(), *items]
+    pairs = [pair for pair in source if type(pair) in (tuple, list) and len(pair) == 2]
+    return None if len(pairs) != len(source) else [*map(tuple, pairs), *items]
 
 
 def _made(found: Any) -> str:
