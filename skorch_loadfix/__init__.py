@@ -14,7 +14,7 @@ from .errors import UntrustedPickleError
 from .load_kwargs import torch_load_kwargs
 from .patching import apply, is_applied, revert, status
 from .status import CallSite, Status
-from .untrusted import load, untrusted_globals
+from .untrusted import load, post_load_effects, untrusted_globals
 
 __all__ = [
     "CallSite",
@@ -23,6 +23,7 @@ __all__ = [
     "apply",
     "is_applied",
     "load",
+    "post_load_effects",
     "revert",
     "status",
     "torch_load_kwargs",

@@ -11,6 +11,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from .formats import BLOB
+from .safe.effects import NetEffects, post_load_effects_of
 from .safe.policy import policy
 from .safe.verifier import BLOB_LEVEL, OUTER, TENSORS, ZIP_MAGIC, audit, audit_blob, is_torch_save
 
@@ -31,6 +32,7 @@ class Report:
     refused_under_weights_only: list[str] = field(default_factory=list)
     needs_module_subclass: list[str] = field(default_factory=list)
     refused_by_load: dict[str, str] = field(default_factory=dict)
+    effects: list[NetEffects] = field(default_factory=list)
 
     def __str__(self) -> str:
         lines = [
@@ -45,7 +47,11 @@ class Report:
         lines.append(f"loads with weights_only=True: {self.verdict}")
         refusals = [f"  {name}: {why}" for name, why in self.refused_by_load.items()]
         lines.append(f"loads with skorch_loadfix.load(): {'no, it refuses' if refusals else 'yes'}")
-        return "\n".join(lines + refusals)
+        lines += refusals
+        lines.append("what this net does when you use it (the file's choices; load() replaces")
+        lines.append("only torch_load_kwargs):")
+        lines += [f"  {line}" for net in self.effects for line in str(net).splitlines()]
+        return "\n".join(lines if self.effects else [*lines, "  (no skorch net found)"])
 
     @property
     def verdict(self) -> str:
@@ -87,4 +93,5 @@ def inspect_file(data: bytes) -> Report:
         refused_under_weights_only=[name for name in nested if name not in conditional],
         needs_module_subclass=conditional,
         refused_by_load=findings.refused,
+        effects=post_load_effects_of(findings),
     )

@@ -15,9 +15,12 @@ import mmap
 import os
 import stat
 from collections.abc import Callable, Iterable
-from typing import IO, Any, TypeVar, cast
+from typing import IO, TYPE_CHECKING, Any, TypeVar, cast
 
 from .errors import UntrustedPickleError
+
+if TYPE_CHECKING:
+    from .safe.effects import NetEffects
 
 File = str | os.PathLike[str] | IO[bytes]
 T = TypeVar("T")
@@ -70,6 +73,23 @@ def untrusted_globals(file: File, *, allow: Iterable[object] = ()) -> dict[str, 
     where = "skorch_loadfix.untrusted_globals()"
     trusted = policy(allow)
     return _reading(file, where, lambda data: audit(data, trusted, where).refused)
+
+
+def post_load_effects(file: File, *, allow: Iterable[object] = ()) -> list[NetEffects]:
+    """What each net in ``file`` does when you use it: the paths its callbacks write and
+    read at ``fit``, the callables it stores and will call, its ``torch_load_kwargs``.
+
+    ``load()`` replaces the ``torch_load_kwargs``; the rest stays the file's choice, so
+    read this before you fit or predict. Read statically, as ``untrusted_globals()`` reads:
+    nothing the file names is imported or run.
+    """
+    from .safe.effects import post_load_effects_of
+    from .safe.policy import policy
+    from .safe.verifier import audit
+
+    where = "skorch_loadfix.post_load_effects()"
+    trusted = policy(allow)
+    return _reading(file, where, lambda data: post_load_effects_of(audit(data, trusted, where)))
 
 
 def _reading(file: File, where: str, use: Callable[[bytes | memoryview], T]) -> T:
