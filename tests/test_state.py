@@ -270,6 +270,21 @@ def test_a_kept_container_changed_later_runs_code_unguarded(where, tmp_path):
     assert imports_marker_when_pickled(data, "trusted", tmp_path)
 
 
+def changed_argument() -> bytes:
+    """``collections.deque([inner])``, ``inner`` an empty list kept in the memo, the call's
+    arguments checked as plain data; then ``print`` appended to ``inner`` through the memo."""
+    deque = b"\x80\x02ccollections\ndeque\n(](]" + _put(90003) + b"etR"
+    return deque + _get(90003) + b"cbuiltins\nprint\na0."
+
+
+def test_call_arguments_changed_later_are_not_what_the_call_kept(line):
+    data = changed_argument()
+    assert list(pickle.loads(data)) == [[print]]  # the control: the deque holds print
+    if line == "audit and guard":
+        assert skorch_loadfix.untrusted_globals(io.BytesIO(data)) == {}
+    assert list(skorch_loadfix.load(io.BytesIO(data))) == [[]]
+
+
 def test_snapshot_keeps_sharing_and_cycles_without_recursion():
     shared = [1]
     cycle: list = [shared]
