@@ -47,13 +47,16 @@ def reimports() -> dict:
 
 
 SHADOWS = {"predict": print}
+KEYS = {"reimports": reimports(), "shadows": SHADOWS}
 
 
-def unfitted() -> NeuralNetClassifier:
+def unfitted(cls=NeuralNetClassifier) -> NeuralNetClassifier:
     """An uninitialized net of torch's own modules: its blob holds nothing of its own."""
-    return NeuralNetClassifier(
-        torch.nn.Linear, module__in_features=4, module__out_features=2, verbose=0
-    )
+    return cls(torch.nn.Linear, module__in_features=4, module__out_features=2, verbose=0)
+
+
+class UnseenNet(NeuralNetClassifier):
+    """A user's net class, allowed by name: the audit sees it only if its module is imported."""
 
 
 def saved(obj, writer: str) -> bytes:
@@ -65,14 +68,14 @@ def saved(obj, writer: str) -> bytes:
     return file.getvalue()
 
 
-def net_file(blob: bytes, **state) -> bytes:
-    net = unfitted()
+def net_file(blob: bytes, cls=NeuralNetClassifier, **state) -> bytes:
+    net = unfitted(cls)
     return dumps_state(net, {**net.__getstate__(), **state, BLOB: blob})
 
 
-def in_blob(keys: dict, writer: str) -> bytes:
+def in_blob(keys: dict, writer: str, cls=NeuralNetClassifier) -> bytes:
     """Route 1: the keys in the net's blob, which restore() merges into its state."""
-    return net_file(saved(keys, writer))
+    return net_file(saved(keys, writer), cls)
 
 
 def in_kwargs(keys: dict, writer: str) -> bytes:
@@ -131,9 +134,9 @@ LEVEL = {"blob": BLOB_LEVEL, "_kwargs": OUTER}
 
 @pytest.mark.parametrize("writer", ["pickle", "torch.save"])
 @pytest.mark.parametrize("route", ROUTES)
-@pytest.mark.parametrize("keys", ["reimports", "shadows"])
+@pytest.mark.parametrize("keys", KEYS)
 def test_keys_merged_after_build_are_refused(route, writer, keys, line):
-    data = ROUTES[route](reimports() if keys == "reimports" else SHADOWS, writer)
+    data = ROUTES[route](KEYS[keys], writer)
     if line == "audit and guard":
         refused = skorch_loadfix.untrusted_globals(io.BytesIO(data))
         assert list(refused) == [MERGED] and f"in the {LEVEL[route]}" in refused[MERGED]
@@ -143,6 +146,23 @@ def test_keys_merged_after_build_are_refused(route, writer, keys, line):
         expected = "'__module__'" if keys == "reimports" else ".predict"
         assert expected in error.value.refused[MERGED], mode
         assert f"in the {LEVEL[route]}" in error.value.refused[MERGED], mode
+
+
+def test_a_net_class_the_audit_cannot_see_is_judged_by_its_keys(monkeypatch):
+    """Allowed by name and not imported, the audit can't know the class's methods: it still
+    refuses dunders; the loader, which has the class, refuses shadowing too."""
+    allow = [f"{__name__}.UnseenNet"]
+    files = {keys: in_blob(found, "pickle", UnseenNet) for keys, found in KEYS.items()}
+    with monkeypatch.context() as unimported:
+        unimported.delitem(sys.modules, __name__)
+        assert MERGED in skorch_loadfix.untrusted_globals(
+            io.BytesIO(files["reimports"]), allow=allow
+        )
+        assert skorch_loadfix.untrusted_globals(io.BytesIO(files["shadows"]), allow=allow) == {}
+    for data in files.values():
+        with pytest.raises(UntrustedPickleError, match=MERGED):
+            skorch_loadfix.load(io.BytesIO(data), allow=allow)
+    assert skorch_loadfix.untrusted_globals(io.BytesIO(files["shadows"]), allow=allow)
 
 
 @pytest.mark.parametrize("route", ROUTES)

@@ -560,17 +560,18 @@ def shadowing(cls: type, keys: Any) -> str | None:
     return None
 
 
-def merged_refusal(cls: type, keys_by_level: list[tuple[str, list[Any]]]) -> dict[str, str]:
+def merged_refusal(cls: type | None, keys_by_level: list[tuple[str, list[Any]]]) -> dict[str, str]:
     """The refusal, if a net's final attribute dict breaks the rules of BUILD.
 
     ``restore()`` installs the net's state after its blob is merged into it and legacy
     has upgraded it: keys that no BUILD checked (the blob's, skorch 0.11's ``_kwargs``).
-    ``keys_by_level``: the keys, by the level of the file they come from.
+    ``keys_by_level``: the keys, by the level of the file they come from. ``cls`` None: a
+    class the audit cannot see without importing it, whose methods it cannot know.
     """
     for level, keys in keys_by_level:
         bad = [key for key in keys if type(key) is not str or _dunder(key)]
         why = f"the key {bad[0]!r} is not an attribute name (a str, no dunder)" if bad else None
-        why = why or shadowing(cls, keys)
+        why = why or (None if cls is None else shadowing(cls, keys))
         if why is not None:
             return {MERGED: f"{why} (in the {level})"}
     return {}

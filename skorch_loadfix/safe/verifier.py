@@ -141,8 +141,11 @@ class Symbolic(Rules):
         blob = self._follow_blob(inst, state)
         if net_module is not None and cls is not None and issubclass(cls, net_module.NeuralNet):
             self.audit.restored.add(id(inst))  # the loader's restore() pops its blob
-            for name, why in restored_refusal(cls, state, blob, self.level).items():
-                self.audit.refuse(name, why)
+        elif cls is not None or type(state) is not dict or BLOB not in state:
+            return
+        # A net of a class the audit can't see (allowed by name, not imported): by its keys.
+        for name, why in restored_refusal(cls, state, blob, self.level).items():
+            self.audit.refuse(name, why)
 
     def _follow_blob(self, inst: Any, state: Any) -> Any:
         """What the blob ``restore()`` reads loads as (the audit's reading), or None."""
@@ -288,7 +291,7 @@ class Audit:
                 keys |= unpickler.storage_keys
 
 
-def restored_refusal(cls: type, state: Any, blob: Any, level: str) -> dict[str, str]:
+def restored_refusal(cls: type | None, state: Any, blob: Any, level: str) -> dict[str, str]:
     """What ``restore()`` refuses of a net of ``cls`` built with ``state``, read statically:
     every key its final attribute dict gets, from this state, skorch 0.11's ``_kwargs`` and
     the blob, and the installed class's own parameters (legacy fills in the missing ones).
@@ -302,7 +305,7 @@ def restored_refusal(cls: type, state: Any, blob: Any, level: str) -> dict[str, 
         if kwargs is None:
             return {MERGED: f"{KWARGS_NOT_DICT}, not {_made(state['_kwargs'])} (in the {level})"}
         outer += [key for key, _ in kwargs]
-    outer += init_defaults(cls)
+    outer += init_defaults(cls) if cls is not None else []
     found = dict_items(blob) if blob is not None else []
     from_blob = [key for key, _ in found or [] if key != PREFIXES]
     return merged_refusal(cls, [(BLOB_LEVEL, from_blob), (level, outer)])
