@@ -147,10 +147,9 @@ def _paths(state: dict[str, Any], kind: Kind, where: str, when: str) -> list[Eff
 
 
 def _calls(value: Any, where: str, when: str, *, instances: bool) -> list[Effect]:
-    """Every callable ``value`` holds, through plain containers (each visited once).
-
-    Named classes and functions, partials and scorers; ``instances``: any other instance
-    too (``train_split=ValidSplit(...)`` is called)."""
+    """Every callable ``value`` holds, through plain containers and a partial's arguments
+    (each visited once). Named classes and functions, partials and scorers; ``instances``:
+    any other instance too (``train_split=ValidSplit(...)`` is called)."""
     found, seen, todo = [], set(), [value]
     while todo:
         item = todo.pop()
@@ -163,6 +162,8 @@ def _calls(value: Any, where: str, when: str, *, instances: bool) -> list[Effect
             todo += item.values()
         elif _called(item) or (instances and isinstance(item, (Made, Opaque))):
             found.append(Effect("calls", where, _shown(item), when))
+            if isinstance(item, Made) and type(item.state) is tuple:  # a partial's arguments
+                todo += item.state[1:3]
     return found
 
 
