@@ -60,10 +60,10 @@ def restore(
 
     Where the blob is read restricted, the net's final attribute dict (the blob merged in,
     old state upgraded) is checked by the rules of BUILD just before it is installed: its
-    keys reach the net, and no BUILD saw the blob's or ``_kwargs``'s. Unless ``like_skorch``
-    (``load()``, strict), the file's ``torch_load_kwargs`` never stay on the net: a later
-    ``load_params`` (``LoadInitState`` at ``fit``) would run with them; the caller's
-    ``load_kwargs`` replace them (None: the installed skorch's default).
+    keys reach the net, and no BUILD saw the blob's or ``_kwargs``'s. Without ``like_skorch``
+    (``load()``, strict) the file's ``torch_load_kwargs`` never stay on the net, where a
+    later ``load_params`` (``LoadInitState`` at ``fit``) would run with them: the caller's
+    ``load_kwargs`` replace them (empty: None, the installed skorch's default).
     """
     if policy is not None and "_kwargs" in state and type(state["_kwargs"]) is not dict:
         kind = type(state["_kwargs"]).__name__  # legacy reads its items: a dict's own only
