@@ -266,7 +266,10 @@ def upgrade_merged_state(state: dict[str, Any]) -> None:
         names |= {
             key
             for key in state
-            if key.startswith(tuple(prefixes)) and "__" in key and not key.startswith("_")
+            if type(key) is str  # the blob's keys are checked after this
+            and key.startswith(tuple(prefixes))
+            and "__" in key
+            and not key.startswith("_")
         }
 
 

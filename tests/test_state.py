@@ -360,6 +360,12 @@ def test_the_prefixes_key_must_be_the_list_skorch_wrote():
         skorch_loadfix.load(io.BytesIO(data))
 
 
+def test_a_blob_key_that_is_no_name_is_refused_beside_the_prefixes(line):
+    data = net_file(saved({1: "one"}, "pickle"), **{PREFIXES: ["module_"]})
+    with pytest.raises(UntrustedPickleError, match="the key 1 is not an attribute name"):
+        skorch_loadfix.load(io.BytesIO(data))
+
+
 def test_keys_a_legit_net_merges_pass():
     """No false block: a fitted net of either writer, its blob's keys merged and checked."""
     net = unfitted().set_params(max_epochs=1).fit(X, y)
