@@ -96,16 +96,19 @@ def test_docs_check_finds_each_kind_of_problem(tmp_path):
     (tmp_path / "docs" / "a.md").write_text("# A `heading`: here\n\n[up](../README.md#top)\n")
     (tmp_path / ".ci").mkdir()
     (tmp_path / ".ci" / "run").write_text("nox\n")
+    (tmp_path / "tests").mkdir()
+    (tmp_path / "tests" / "test_x.py").write_text("def test_here():\n    pass\n")
     (tmp_path / "README.md").write_text(
         "# Top\n\n[ok](docs/a.md#a-heading-here) [gone](docs/b.md) [bad](docs/a.md#nowhere)\n"
         "[self](#top) [web](https://example.com/x#y) `[code](not/a/link.md)`\n"
-        "<!-- [comment](not/a/link.md) -->\n"
+        "<!-- [comment](not/a/link.md) -->\n`test_here` holds it, `test_gone` held it\n"
         "```python\n[fenced](not/a/link.md)\n```\n" + "x" * check_docs.README_LIMIT
     )
     size = len((tmp_path / "README.md").read_bytes())
     assert check_docs.problems(tmp_path) == [
         "README.md: link to docs/b.md: docs/b.md does not exist",
         "README.md: link to docs/a.md#nowhere: no heading #nowhere in a.md",
+        "README.md: cites test_gone, which no module in tests/ defines",
         f"README.md: {size} bytes, over the {check_docs.README_LIMIT} a five-minute read allows",
         f"README.md: the quickstart no longer gives {check_docs.TEST_COMMAND!r}",
         f".ci/run: does not run README's test command {check_docs.TEST_COMMAND!r}",

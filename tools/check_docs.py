@@ -1,8 +1,10 @@
-"""The docs check of ``nox -s lint``: links that resolve, a README that stays short, and CI
-running the test command README gives.
+"""The docs check of ``nox -s lint``: links that resolve, tests cited that exist, a README
+that stays short, and CI running the test command README gives.
 
 Every relative link and anchor in the Markdown files resolves: a reader who follows one
-lands where it says. Anchors are computed as GitHub renders headings. README's Python
+lands where it says. Anchors are computed as GitHub renders headings. A safety claim cites
+the test that holds it by name (`test_...`): that test must exist, so a renamed or
+deleted test can't leave a claim without one. README's Python
 blocks are run by tests/test_docs.py, which needs torch and skorch; this script needs
 neither. Exit status 1 with one line per problem.
 """
@@ -25,6 +27,8 @@ _CODE = re.compile(r"`[^`\n]*`")
 _COMMENT = re.compile(r"<!--.*?-->", re.DOTALL)
 _LINK = re.compile(r"!?\[[^\]]*\]\(([^)\s]+)(?:\s+\"[^\"]*\")?\)")
 _HEADING = re.compile(r"^#{1,6}\s+(.*?)\s*#*\s*$", re.MULTILINE)
+_CITED_TEST = re.compile(r"`(test_\w+)`")
+_DEFINED_TEST = re.compile(r"^\s*def (test_\w+)\(", re.MULTILINE)
 
 
 def markdown_files(root: Path) -> list[Path]:
@@ -73,8 +77,20 @@ def broken_links(path: Path) -> Iterator[str]:
             yield f"{path.name}: link to {target}: no heading #{anchor} in {linked.name}"
 
 
+def missing_tests(path: Path, root: Path) -> Iterator[str]:
+    """One line per test ``path`` cites by name that no module in tests/ defines."""
+    defined = {
+        name
+        for module in (root / "tests").glob("test_*.py")
+        for name in _DEFINED_TEST.findall(module.read_text(encoding="utf-8"))
+    }
+    for name in sorted(set(_CITED_TEST.findall(path.read_text(encoding="utf-8"))) - defined):
+        yield f"{path.name}: cites {name}, which no module in tests/ defines"
+
+
 def problems(root: Path = ROOT) -> list[str]:
     found = [line for path in markdown_files(root) for line in broken_links(path)]
+    found += [line for path in markdown_files(root) for line in missing_tests(path, root)]
     readme = root / "README.md"
     size = len(readme.read_bytes())
     if size > README_LIMIT:
