@@ -130,5 +130,16 @@ def main(argv: list[str] | None = None) -> int:
     return show_status()
 
 
+def run() -> int:
+    """``main()``, where a reader that stops reading (``| head``) ends it quietly."""
+    try:
+        status = main()
+        sys.stdout.flush()  # inside the try: a closed pipe fails here, not at exit
+    except BrokenPipeError:
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 1
+    return status
+
+
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(run())

@@ -211,3 +211,15 @@ def test_every_argument_has_help():
     ]
     assert missing == []
     assert len(list(arguments(make_parser()))) > 10  # the walk reached the commands
+
+
+def test_a_reader_that_stops_early_gets_no_traceback():
+    """``python -m skorch_loadfix | head -3``: the status is longer than what head reads."""
+    done = subprocess.run(
+        f"{sys.executable} -m skorch_loadfix | head -1",
+        shell=True,
+        capture_output=True,
+        text=True,
+    )
+    assert done.stdout.startswith("skorch ") and done.stdout.count("\n") == 1
+    assert "Traceback" not in done.stderr and "BrokenPipeError" not in done.stderr, done.stderr
