@@ -3,7 +3,11 @@
 ``SKORCH_LOADFIX=1`` in the environment (inherited by every worker and subprocess)
 arms a finder that waits for ``import skorch``; only then are skorch_loadfix and
 wrapt imported and the patch applied. A process that never imports skorch pays
-for one environment lookup and this small module, and never imports torch.
+for one scan of the environment's names and, when one starts with ``SKORCH_LOADFIX``,
+this small module; it never imports torch.
+
+Python >= 3.15 (PEP 829) calls ``from_environment`` through ``skorch_loadfix.start``
+and skips the .pth's import line, which later Pythons ignore.
 """
 
 import os

@@ -222,12 +222,16 @@ def cluster(session: nox.Session) -> None:
 
 @nox.session
 def lint(session: nox.Session) -> None:
+    """ruff, mypy, and the docs check: links resolve, and README's Python blocks run for real
+    (so this session installs torch, the newest skorch and this package)."""
     with discarded_in_ci(session):
         session.install("ruff", "mypy", "pytest", f"torch=={REFERENCE_TORCH}")
-        session.install("wrapt", "packaging", "nox")
+        session.install("wrapt", "packaging", "nox", "skorch", "numpy", ".")
         session.run("ruff", "check", ".")
         session.run("ruff", "format", "--check", ".")
-        session.run("mypy", "skorch_loadfix", "_skorch_loadfix_pth.py", "noxfile.py")
+        session.run("mypy", "skorch_loadfix", "_skorch_loadfix_pth.py", "noxfile.py", "tools")
+        session.run("python", "tools/check_docs.py")
+        session.run("pytest", "-p", "no:cacheprovider", "-q", "tests/test_docs.py")
 
 
 @nox.session

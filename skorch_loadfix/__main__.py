@@ -1,4 +1,4 @@
-"""``python -m skorch_loadfix``: the status; ``demo``; ``inspect``; ``upgrade``.
+"""``python -m skorch_loadfix``: the verdict and status; ``demo``; ``inspect``; ``upgrade``.
 
 Exit status: 0 success, 1 a patched load failed in the demo or a file ``upgrade``
 could not upgrade, 2 a usage error or a file ``inspect`` cannot read.
@@ -21,14 +21,21 @@ def _installed_pth() -> Path | None:
 
 
 def show_status() -> int:
-    """Versions, what apply() would patch, how activation stands, and where the .pth is."""
+    """A verdict for this skorch/torch pair and the next step; then the details: what
+    apply() would patch, how activation stands, and where the .pth is."""
     import skorch.net
 
     from .legacy import TRANSLATIONS
+    from .patching import status
     from .sites import plan
     from .status import installed_version
+    from .verdict import measure
 
     print(f"skorch {installed_version('skorch')}, torch {installed_version('torch')}")
+    verdict = measure(status().activated_by)
+    print(f"Verdict: {verdict.line}.")
+    print(verdict.next_step)
+    print()
     print("apply() patches:")
     for patch in plan(skorch.net, installed_version("skorch") or "unknown"):
         print(f"  {patch.site}")
@@ -59,14 +66,26 @@ def inspect_command(path: Path, *, as_json: bool) -> int:
     return 0
 
 
-def main(argv: list[str] | None = None) -> int:
+def make_parser() -> argparse.ArgumentParser:
+    """Every command and argument, each with its help: what ``--help`` shows."""
+    from .status import installed_version
+
     parser = argparse.ArgumentParser(
         prog="python -m skorch_loadfix",
-        description="Without a command: versions, what apply() patches, activation state.",
+        description="Without a command: whether this skorch/torch pair needs the fix, the next "
+        "step, then what apply() patches and how auto-activation stands.",
         epilog="Exit status: 0 success, 1 a patched load failed in the demo or a file "
         "upgrade could not upgrade, 2 a usage error or a file inspect cannot read.",
     )
-    commands = parser.add_subparsers(dest="command")
+    parser.add_argument(
+        "--version",
+        action="version",
+        version=f"skorch-loadfix {installed_version('skorch-loadfix') or '(not installed)'}",
+        help="print skorch-loadfix's version and exit",
+    )
+    commands = parser.add_subparsers(
+        dest="command", help="without one: the verdict and status described above"
+    )
     commands.add_parser(
         "demo",
         help="show the bug and the fix on the installed skorch and torch",
@@ -80,7 +99,7 @@ def main(argv: list[str] | None = None) -> int:
         "every global it names at each level, and whether it loads with weights_only=True. "
         "Exit status 2 for a file that is not a readable pickle.",
     )
-    inspect.add_argument("file", type=Path)
+    inspect.add_argument("file", type=Path, help="the file to report on; nothing in it is run")
     inspect.add_argument("--json", action="store_true", help="print JSON for machines")
     from .upgrade import add_arguments
 
@@ -93,7 +112,11 @@ def main(argv: list[str] | None = None) -> int:
         "without --force, OUT is IN).",
     )
     add_arguments(upgrade)
-    args = parser.parse_args(argv)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = make_parser().parse_args(argv)
     if args.command == "upgrade":
         from .upgrade import run
 
@@ -107,5 +130,16 @@ def main(argv: list[str] | None = None) -> int:
     return show_status()
 
 
+def run() -> int:
+    """``main()``, where a reader that stops reading (``| head``) ends it quietly."""
+    try:
+        status = main()
+        sys.stdout.flush()  # inside the try: a closed pipe fails here, not at exit
+    except BrokenPipeError:
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 1
+    return status
+
+
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(run())

@@ -33,6 +33,7 @@ _LOAD = """
 import contextlib, pickle, sys, warnings
 import numpy as np
 import skorch_loadfix
+from skorch_loadfix.demo import first_sentence
 from skorch_loadfix.demo_model import X
 from skorch_loadfix.formats import WRITERS
 
@@ -46,10 +47,10 @@ def load(path, mode):
                     stack.enter_context(skorch_loadfix.torch_load_kwargs(weights_only=True))
                 net = pickle.load(open(path, "rb"))
         except Exception as exc:
-            return f"FAILS   {type(exc).__name__}: {str(exc).splitlines()[0][:80]}"
+            return f"FAILS   {type(exc).__name__}: {first_sentence(str(exc))}"
     for warning in caught:
         if "weights_only" in str(warning.message):
-            return f"WARNS   {warning.category.__name__}: {str(warning.message)[:80]}"
+            return f"WARNS   {warning.category.__name__}: {first_sentence(str(warning.message))}"
     same = np.allclose(net.predict_proba(X), pickle.load(open("expected.pkl", "rb")))
     return "loads   predictions identical" if same else "loads   but predictions DIFFER"
 
@@ -70,6 +71,23 @@ else:  # the rest in one interpreter, in order: revert() must bring the bug back
 """
 
 MODES = ("unpatched", "patched", "patched, weights_only=True", "applied, then reverted")
+WORKS = "loads   predictions identical"
+NEXT_STEP = (
+    "Next step: call skorch_loadfix.apply() before you load, or set SKORCH_LOADFIX=1 for "
+    "every process; README.md's 'Which do I need?' says which."
+)
+NOTHING_TO_FIX = (
+    "Unpatched, this skorch loads both formats on this torch. Next step: use "
+    "skorch_loadfix.load() for files you don't trust, or upgrade for old files."
+)
+REPORT = "A patched load FAILED. Next step: report it, with the output above, as an issue."
+
+
+def first_sentence(text: str) -> str:
+    """The first sentence of an error, whole: a line cut at a fixed width ends mid-word."""
+    line = text.strip().split("\n", 1)[0]
+    end = line.find(". ")
+    return line if end < 0 else line[: end + 1]
 
 
 def _run(code: str, *args: str, cwd: str) -> subprocess.CompletedProcess[str]:
@@ -110,9 +128,10 @@ def main() -> int:
                 print(f"  {mode:<28} {outcomes[writer, mode]}")
             print()
     ok = all(
-        outcome.startswith("loads   predictions identical")
+        outcome.startswith(WORKS)
         for (_, mode), outcome in outcomes.items()
         if mode.startswith("patched")
     )
-    print("every patched load works" if ok else "a patched load FAILED: please report it")
+    needed = any(outcomes[writer, "unpatched"] != WORKS for writer in WRITERS)
+    print(f"Every patched load works.\n{NEXT_STEP if needed else NOTHING_TO_FIX}" if ok else REPORT)
     return 0 if ok else 1

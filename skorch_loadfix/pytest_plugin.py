@@ -1,7 +1,8 @@
 """The pytest plugin: a ``skorch_loadfix`` fixture, and ``--skorch-loadfix`` for a whole session.
 
 Registered through the ``pytest11`` entry point; ``-p no:skorch_loadfix`` turns it
-off. Importing it imports neither skorch nor torch.
+off, and ``-p skorch_loadfix`` loads it when ``PYTEST_DISABLE_PLUGIN_AUTOLOAD=1`` keeps
+entry points from loading. Importing it imports neither skorch nor torch.
 """
 
 from __future__ import annotations

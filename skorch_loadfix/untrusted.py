@@ -40,6 +40,17 @@ def load(file: File, *, allow: Iterable[object] = ()) -> Any:
     ``load_params`` of the net (``LoadInitState`` at ``fit``) runs with the file's.
     A static audit runs first, so that a refused file raises ``UntrustedPickleError``,
     naming what it refuses, before anything is constructed.
+
+    Raises:
+        UntrustedPickleError: the file names or does what the policy does not allow;
+            ``.refused`` says what and where, ``.summary`` is a sentence to show a user.
+            Nothing it names was called.
+        pickle.UnpicklingError: the bytes are not a pickle this loader can read
+            (empty, truncated, another format). ``UntrustedPickleError`` is a subclass:
+            catch it first to tell the two apart.
+        OSError: ``file`` is a path that cannot be opened or read.
+        TypeError: ``file`` is neither a path nor a file opened in binary mode.
+        ValueError: ``allow`` names something on the hard blocklist (``os.system``, ...).
     """
     from .load_kwargs import caller_kwargs
     from .safe.hook import guarding

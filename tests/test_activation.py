@@ -76,6 +76,14 @@ def test_other_values_warn_in_one_line_and_start_normally(fresh_python):
     assert done.stderr.count("\n") == 1 and "SKORCH_LOADFIX='yes'" in done.stderr
 
 
+def test_start_file_is_installed_beside_the_pth(fresh_python):
+    """PEP 829: Python >= 3.15 runs its entry point and skips the .pth's import line."""
+    code = "import site, pathlib; print(pathlib.Path(site.getsitepackages()[0], {!r}).read_text())"
+    code = code.format("skorch_loadfix.start")
+    done = run_python(code, python=fresh_python)
+    assert (done.returncode, done.stdout) == (0, "_skorch_loadfix_pth:from_environment\n\n")
+
+
 def test_import_auto_from_sitecustomize(legacy_pickle, tmp_path):
     (tmp_path / "sitecustomize.py").write_text("import skorch_loadfix.auto\n")
     code = f"import sys; sys.path.insert(0, {str(tmp_path)!r}); import sitecustomize\n"

@@ -377,4 +377,4 @@ def unreadable() -> Iterator[None]:
     except Exception as exc:  # UnpicklingError, EOFError, BadZipFile, RecursionError, ...
         raise pickle.UnpicklingError(
             f"not a readable pickle ({type(exc).__name__}: {exc})"
-        ) from exc
+        ) from None  # the message names the cause; its traceback is the reader's, noise
