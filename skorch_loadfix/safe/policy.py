@@ -33,6 +33,11 @@ from .hook import resolving
 
 Kind = Literal["class", "function", "constant"]
 STORAGE = "torch.storage"  # what torch's persistent_load and a tensor stream create
+OBJECT = "builtins.object"  # named by protocols 0 and 1, as copyreg._reconstructor's base
+BOUND = "builtins.method"  # what the bound-method substitute creates
+MASKED, MASKED_BUILDER = "numpy.ma.MaskedArray", "numpy.ma.core._mareconstruct"
+# Substitutes that stand in for a name the blocklist keeps: its object is never looked up.
+STAND_INS = {"method", "reconstructor", "base"}
 TENSOR = "torch.Tensor"
 PARAMETER = "torch.nn.parameter.Parameter"
 
@@ -62,7 +67,9 @@ class Entry:
     slotstate: bool = False
     container: Literal["dict", "list", "set"] | None = None
     returns: str | None = None  # a function: the class of what it creates, which may be built
-    substitute: str | None = None  # what the unpickler calls instead: "latin1", "stream", "scalar"
+    # What the unpickler calls instead: "latin1", "stream", "scalar", "sparse"; or (STAND_INS)
+    # hands out for a blocked name: "method", "reconstructor", "base".
+    substitute: str | None = None
     hooks_at: int | None = None  # the backward-hooks argument, replaced by a fresh empty dict
     subtypes: bool = False  # a call may return an instance of a subclass (numpy dtypes)
 
@@ -207,25 +214,31 @@ def _storable(entry: Entry | None) -> bool:
     return entry is not None and entry.kind in ("class", "constant")
 
 
+def _wrappable(facts: Facts, func: Any) -> bool:
+    """A class or a constant, or a bound method made in this load (skorch's Freezer keeps
+    ``partial(self._epoch_at, epoch=1)``)."""
+    return _storable(facts.named(func)) or facts.created(func) == BOUND
+
+
 def _partial(facts: Facts, args: tuple[Any, ...]) -> str | None:
-    if len(args) == 1 and _storable(facts.named(args[0])):
+    if len(args) == 1 and _wrappable(facts, args[0]):
         return None
-    return "wraps a class or a constant the policy names"
+    return "wraps a class or a constant the policy names, or a method bound in this load"
 
 
 def _partial_state(facts: Facts, state: tuple[Any, ...]) -> str | None:
     if type(state) is not tuple or len(state) != 4:
         return "takes (func, args, kwds, dict)"
     func, args, kwds, attributes = state
-    if not _storable(facts.named(func)):
-        return "wraps a class or a constant the policy names"
+    if not _wrappable(facts, func):
+        return "wraps a class or a constant the policy names, or a method bound in this load"
     if type(args) is not tuple or type(kwds) not in (dict, type(None)):
         return "takes a tuple of arguments and a dict of keywords"
     if attributes is not None and not _attribute_dict(attributes):
         return "bad attribute dict"
     # It is called with them later: a class (skorch's module=partial(MLPModule, output_nonlin=
     # Softmax()), in real files) with what this load made; a function with plain data only.
-    if facts.named(func).kind == "class":  # type: ignore[union-attr]
+    if getattr(facts.named(func), "kind", "") == "class":
         ok = all(_made_here(facts, value) for value in (*args, *(kwds or {}).values()))
     else:
         ok = _plain(args) and _plain(kwds)
@@ -257,6 +270,101 @@ def _ndarray_state(facts: Facts, state: tuple[Any, ...]) -> str | None:
     if facts.created(dtype) != "numpy.dtype":
         return "its dtype must be made in this load"
     return None if type(data) in (bytes, list) else "its data must be bytes or a list"
+
+
+def _bound_method(facts: Facts, args: tuple[Any, ...]) -> str | None:
+    """``getattr(instance, name)``, as pickle spells a bound method (``ParamMapper``'s
+    ``schedule``): the substitute binds a plain function the class defines, looked up in the
+    class's own namespaces, so no attribute lookup of the instance runs. The method is stored,
+    never called during the load."""
+    if len(args) != 2 or type(args[1]) is not str or _dunder(args[1]):
+        return "takes an instance made in this load and the name of a method"
+    made = facts.created(args[0])
+    entry = table().get(made or "")
+    if made is None or entry is None or entry.kind != "class":
+        return "binds only to an instance of a table class made in this load"
+    cls = _lookup(made, importing=True)[1]
+    if not isinstance(cls, type) or type(defined(cls, args[1])) is not types.FunctionType:
+        return f"{args[1]!r} is not a method {made} defines as a plain function"
+    return None
+
+
+def defined(cls: type, name: str) -> Any:
+    """What ``cls`` (or a base) defines as ``name``, from the class namespaces only."""
+    return next((vars(klass)[name] for klass in cls.__mro__ if name in vars(klass)), None)
+
+
+_RECONSTRUCTED = {OBJECT: (type(None), None), "builtins.list": (list, "list")}
+_RECONSTRUCTED["builtins.dict"] = (dict, "dict")
+
+
+def _reconstructor(facts: Facts, args: tuple[Any, ...]) -> str | None:
+    # Protocols 0 and 1 create an instance of a plain class as _reconstructor(cls, object,
+    # None), which is cls.__new__(cls): the unpickler does that as NEWOBJ, with its checks.
+    # A list or dict subclass (skorch's History) comes as (cls, list, items): then the items
+    # are added as APPENDS or SETITEMS would, through the container rules.
+    if len(args) == 3:
+        cls, base = facts.named(args[0]), facts.named(args[1])
+        state, container = _RECONSTRUCTED.get(getattr(base, "name", ""), (None, "none"))
+        if cls is not None and cls.kind == "class" and cls.container == container:
+            if type(args[2]) is state:
+                return None
+    return (
+        "takes (a class the policy names, builtins.object, None), or a list or dict subclass "
+        "the policy names, builtins.list or builtins.dict, and a list or dict"
+    )
+
+
+_SPARSE_LAYOUTS = {f"torch.sparse_{name}" for name in ("coo", "csr", "csc", "bsr", "bsc")}
+
+
+def _layout(facts: Facts, args: tuple[Any, ...]) -> str | None:
+    if len(args) == 1 and type(args[0]) is str and args[0] in _SPARSE_LAYOUTS:
+        return None
+    return f"takes one of {sorted(_SPARSE_LAYOUTS)}"
+
+
+def _sparse(facts: Facts, args: tuple[Any, ...]) -> str | None:
+    # (layout, (indices, values, size[, is_coalesced])) or (layout, (compressed indices,
+    # plain indices, values, size)). The substitute builds it with torch's invariant checks:
+    # torch's own rebuild skips them and checks at the end of torch.load, which never runs here.
+    if len(args) != 2 or facts.created(args[0]) != "torch.layout" or type(args[1]) is not tuple:
+        return "takes a sparse layout made in this load and a tuple"
+    parts = args[1]
+    tensors = [part for part in parts if facts.created(part) == TENSOR]
+    sizes = [part for part in parts if facts.created(part) == "torch.Size" or _ints(part)]
+    flags = [part for part in parts if part is None or type(part) is bool]
+    if len(parts) in (3, 4) and len(tensors) in (2, 3) and len(sizes) == 1:
+        if len(tensors) + len(sizes) + len(flags) == len(parts):
+            return None
+    return "takes two or three tensors made in this load, a size and a flag"
+
+
+def _mareconstruct(facts: Facts, args: tuple[Any, ...]) -> str | None:
+    # What numpy.ma writes, always: an empty base of 0 bytes, BUILT with the data after.
+    if len(args) == 4 and args[2:] == ((0,), "b"):
+        subtype, base = facts.named(args[0]), facts.named(args[1])
+        if getattr(subtype, "name", "") == MASKED and getattr(base, "name", "") == "numpy.ndarray":
+            return None
+    return f"takes ({MASKED}, numpy.ndarray, (0,), 'b') only, as numpy.ma writes it"
+
+
+def _masked_state(facts: Facts, state: tuple[Any, ...]) -> str | None:
+    """An ndarray's state, then the mask's bytes and the fill value (checked by numpy against
+    the dtype): plain data or an array made in this load."""
+    if type(state) is not tuple or len(state) != 7:
+        return "takes (version, shape, dtype, fortran, data, mask, fill value)"
+    mask, fill = state[5:]
+    why = _ndarray_state(facts, state[:5])
+    if why is None and type(mask) not in (bytes, list):
+        return "its mask must be bytes or a list"
+    if why is None and not (_plain(fill) or facts.created(fill) == "numpy.ndarray"):
+        return "its fill value must be plain data or an array made in this load"
+    return why
+
+
+def _created_elsewhere(facts: Facts, args: tuple[Any, ...]) -> str | None:
+    return f"created only by {MASKED_BUILDER}"
 
 
 _RESPONSES = {"predict", "predict_proba", "decision_function", "predict_log_proba"}
@@ -363,6 +471,27 @@ _HAND: list[Entry] = [
         "sklearn.metrics._scorer._ProbaScorer sklearn.metrics._scorer._ThresholdScorer",
         state=_scorer_state,
     ),
+    *_entries("class", "sklearn.metrics._scorer._PassthroughScorer"),  # search objects keep it
+    # MultiheadAttention's out_proj: a Linear subclass that adds nothing.
+    *_entries("class", "torch.nn.modules.linear.NonDynamicallyQuantizableLinear"),
+    # A bound method, pickled as builtins.getattr(instance, name): see _bound_method.
+    *_entries(
+        "function", "builtins.getattr", args=_bound_method, substitute="method", returns=BOUND
+    ),
+    *_entries("function", "copyreg._reconstructor", args=_reconstructor, substitute="reconstructor"),
+    *_entries("constant", OBJECT, substitute="base"),
+    *_entries(
+        "function", "torch.serialization._get_layout", args=_layout, returns="torch.layout"
+    ),
+    *_entries(
+        "function",
+        "torch._utils._rebuild_sparse_tensor",
+        args=_sparse,
+        returns=TENSOR,
+        substitute="sparse",
+    ),
+    *_entries("function", MASKED_BUILDER, args=_mareconstruct, returns=MASKED),
+    *_entries("class", MASKED, args=_created_elsewhere, state=_masked_state),
     # Named and stored by real nets; never called during a load.
     *_entries(
         "constant",
@@ -370,7 +499,16 @@ _HAND: list[Entry] = [
         skorch.utils._indexing_dict skorch.utils._indexing_list_tuple_of_data
         skorch.utils._indexing_ndframe skorch.utils._indexing_none skorch.utils._indexing_other
         skorch.utils.train_loss_score skorch.utils.valid_loss_score
-        skorch.setter.optimizer_setter skorch.callbacks.logging.rename_tensorboard_key""",
+        skorch.setter.optimizer_setter skorch.callbacks.logging.rename_tensorboard_key
+        skorch.utils.freeze_parameter skorch.utils.unfreeze_parameter""",
+    ),
+    # CyclicLR's scale functions, stored by the scheduler a net's LRScheduler keeps.
+    *_entries(
+        "constant",
+        " ".join(
+            f"torch.optim.lr_scheduler.CyclicLR._{name}_scale_fn"
+            for name in ("triangular", "triangular2", "exp_range")
+        ),
     ),
     *_entries(
         "constant",
@@ -494,6 +632,9 @@ class Policy:
         its module is not imported yet; the entry alone then decides.
         """
         full = translated(module, name)
+        stand_in = table().get(full)
+        if stand_in is not None and stand_in.substitute in STAND_INS:
+            return stand_in, None  # the unpickler hands out its substitute, never the object
         if blocked(full) or blocked(f"{module}.{name}"):
             raise Refused(full, "blocked: it can run code, touch files or unpickle again")
         if any(_dunder(part) for part in full.split(".")):

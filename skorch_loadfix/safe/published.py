@@ -72,10 +72,12 @@ def _functions(module: types.ModuleType) -> Iterator[object]:
     """The public functions ``module`` lists, or (no ``__all__``) binds under a public name:
     its own, and the builtins (torch's kernels) it exports under their own names; not the
     helpers it imports from elsewhere."""
-    names = getattr(module, "__all__", None) or [n for n in vars(module) if not n.startswith("_")]
-    for name in names:
+    listed = getattr(module, "__all__", None)
+    for name in listed or [n for n in vars(module) if not n.startswith("_")]:
         obj = vars(module).get(name)
-        own = isinstance(obj, types.FunctionType) and obj.__module__ == module.__name__
+        own = isinstance(obj, types.FunctionType) and (
+            listed is not None or obj.__module__ == module.__name__
+        )
         kernel = isinstance(obj, types.BuiltinFunctionType) and obj.__name__ == name
         if (own and "<locals>" not in obj.__qualname__) or kernel:  # type: ignore[union-attr]
             yield obj

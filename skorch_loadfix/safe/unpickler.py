@@ -41,7 +41,7 @@ from ..errors import UntrustedPickleError
 from ..formats import BLOB
 from ..legacy import OLD_BLOB, upgrade_optimizer_state
 from .memoryfile import MemoryFile
-from .policy import PARAMETER, STORAGE, TENSOR, Entry, Policy, Refused, table
+from .policy import BOUND, MASKED, PARAMETER, STORAGE, TENSOR, Entry, Policy, Refused, defined, table
 
 BLOB_KEYS = (BLOB, OLD_BLOB)  # skorch 0.5 kept the blob under the old key
 _OPTIMIZER_STATE = {"defaults": "dict", "state": "dict", "param_groups": "list"}
@@ -238,14 +238,30 @@ class Rules(InPlace):
             why = entry.args(self, args)
             if why is not None:
                 self.refuse(opcode, func, why)
+            if entry.substitute == "reconstructor":
+                return self._reconstruct(opcode, args)
             if entry.kind == "class" and opcode == "NEWOBJ":
                 result = self.construct(entry, func, args)
             else:
                 result = self.invoke(entry, func, args)
         return self._record(opcode, entry, func, result)
 
+    def _reconstruct(self, opcode: str, args: tuple[Any, ...]) -> Any:
+        """``copyreg._reconstructor(cls, base, state)``, which protocols 0 and 1 write to
+        create an instance: ``cls.__new__(cls)``, checked as NEWOBJ; a list or dict subclass
+        then gets the items of ``state`` (a copy: the memo can't change them later) as
+        APPENDS or SETITEMS add them."""
+        cls, _, state = args
+        made = self.create(opcode, cls, (), {})
+        if type(state) is list:
+            self.fill(made, "extend", list(state))
+        elif type(state) is dict:
+            self.fill(made, "__setitem__", [part for item in state.items() for part in item])
+        return made
+
     def _record(self, opcode: str, entry: Entry, func: Any, result: Any) -> Any:
-        if isinstance(result, _CALLABLES) or id(result) in self._named:
+        method = entry.substitute == "method"  # a bound method, stored, never called: see policy
+        if (isinstance(result, _CALLABLES) and not method) or id(result) in self._named:
             self.refuse(opcode, result, f"a call of {entry.name} returned a callable")
         why = self.returned(entry, func, result)
         if why is not None:
@@ -446,6 +462,45 @@ def _latin1(text: str, encoding: str) -> bytes:
     return text.encode("latin1")
 
 
+def _bind(instance: Any, name: str) -> types.MethodType:
+    """``builtins.getattr`` for a bound method: the class's plain function, bound, without
+    any attribute lookup on the instance (its ``__getattr__`` or descriptors never run)."""
+    return types.MethodType(defined(type(instance), name), instance)
+
+
+class StandIn:
+    """What a load gets for a name the blocklist keeps and a rule does instead: protocols 0
+    and 1 spell ``cls.__new__(cls)`` as ``copyreg._reconstructor(cls, builtins.object, None)``,
+    which ``Rules`` does as NEWOBJ. Kept anywhere else, either is this inert marker, never
+    the real object (``object.__new__`` and ``copyreg`` reach everything)."""
+
+    def __init__(self, name: str) -> None:
+        self.name = name
+
+    def __repr__(self) -> str:
+        return f"<stand-in for {self.name}>"
+
+
+STAND_INS = {"reconstructor": StandIn("copyreg._reconstructor"), "base": StandIn("builtins.object")}
+
+
+def _sparse_tensor(layout: Any, data: tuple[Any, ...]) -> Any:
+    """``torch._utils._rebuild_sparse_tensor`` with torch's invariant checks on: torch's skips
+    them, to check at the end of ``torch.load``, which never runs here. Out-of-range indices
+    would read and write outside the values."""
+    import torch
+
+    if layout == torch.sparse_coo:
+        indices, values, size, *coalesced = data
+        return torch.sparse_coo_tensor(
+            indices, values, size, check_invariants=True, is_coalesced=next(iter(coalesced), None)
+        )
+    compressed, plain, values, size = data
+    return torch.sparse_compressed_tensor(
+        compressed, plain, values, size, layout=layout, check_invariants=True
+    )
+
+
 class Guarded(Rules):
     """``Rules`` on real objects: what ``load()`` and every restricted read run."""
 
@@ -457,7 +512,8 @@ class Guarded(Rules):
         self.tensor_stream = net.stream  # one bound method: the in-place reading checks identity
 
     def resolve(self, entry: Entry, obj: Any) -> Any:
-        substitutes = {"stream": self.tensor_stream, "latin1": _latin1}
+        substitutes = {"stream": self.tensor_stream, "latin1": _latin1, "method": _bind}
+        substitutes |= {"sparse": _sparse_tensor, **STAND_INS}
         return substitutes.get(entry.substitute or "", obj)
 
     def invoke(self, entry: Entry, func: Any, args: tuple[Any, ...]) -> Any:
@@ -582,4 +638,7 @@ def _classes() -> dict[str, Any]:  # a class, or a tuple of them for isinstance
         STORAGE: (torch.storage.TypedStorage, torch.UntypedStorage),
         "numpy.ndarray": numpy.ndarray,
         "numpy.dtype": numpy.dtype,
+        MASKED: numpy.ma.MaskedArray,
+        BOUND: types.MethodType,
+        "torch.layout": torch.layout,
     }
