@@ -39,6 +39,7 @@ MASKED, MASKED_BUILDER = "numpy.ma.MaskedArray", "numpy.ma.core._mareconstruct"
 # Substitutes that stand in for a name the blocklist keeps: its object is never looked up.
 STAND_INS = {"method", "reconstructor", "base"}
 TENSOR = "torch.Tensor"
+REBUILD = "torch._utils._rebuild_tensor_v2"
 PARAMETER = "torch.nn.parameter.Parameter"
 
 
@@ -67,8 +68,8 @@ class Entry:
     slotstate: bool = False
     container: Literal["dict", "list", "set"] | None = None
     returns: str | None = None  # a function: the class of what it creates, which may be built
-    # What the unpickler calls instead: "latin1", "stream", "scalar", "sparse"; or (STAND_INS)
-    # hands out for a blocked name: "method", "reconstructor", "base".
+    # What the unpickler calls instead: "latin1", "stream", "scalar", "sparse", "typed"; or
+    # (STAND_INS) hands out for a blocked name: "method", "reconstructor", "base".
     substitute: str | None = None
     hooks_at: int | None = None  # the backward-hooks argument, replaced by a fresh empty dict
     subtypes: bool = False  # a call may return an instance of a subclass (numpy dtypes)
@@ -340,6 +341,31 @@ def _sparse(facts: Facts, args: tuple[Any, ...]) -> str | None:
     return "takes two or three tensors made in this load, a size and a flag"
 
 
+_SCALARS = (bool, int, float, str, type(None))
+
+
+def _typed_tensor(facts: Facts, args: tuple[Any, ...]) -> str | None:
+    """A tensor with Python attributes (a lazy module's materialized buffers keep
+    ``persistent`` and ``_is_buffer``): (rebuild, torch.Tensor, its arguments, attributes).
+    The substitute calls the rebuild through its own entry (its check, here, and its hooks
+    substitute) and sets scalar attributes that hide nothing ``torch.Tensor`` defines."""
+    if len(args) != 4 or type(args[2]) is not tuple:
+        return "takes (a rebuild, a tensor type, its arguments, attributes)"
+    rebuild, new_type, inner, state = args
+    entry = facts.named(rebuild)
+    if getattr(entry, "name", "") != REBUILD or getattr(facts.named(new_type), "name", "") != TENSOR:
+        return f"rebuilds with {REBUILD} as {TENSOR} only"
+    why = entry.args(facts, inner)  # type: ignore[union-attr,misc]
+    if why is not None:
+        return why
+    if not _attribute_dict(state) or not all(type(v) in _SCALARS for v in state.values()):
+        return "its attributes must be a dict of plain names and scalars"
+    import torch
+
+    hidden = sorted(key for key in state if defined(torch.Tensor, key) is not None)
+    return f"its attributes {hidden} would hide torch.Tensor's" if hidden else None
+
+
 def _mareconstruct(facts: Facts, args: tuple[Any, ...]) -> str | None:
     # What numpy.ma writes, always: an empty base of 0 bytes, BUILT with the data after.
     if len(args) == 4 and args[2:] == ((0,), "b"):
@@ -400,9 +426,15 @@ def _entries(kind: Kind, names: str, **how: Any) -> list[Entry]:
 
 
 _HAND: list[Entry] = [
+    *_entries("function", REBUILD, args=_tensor, returns=TENSOR, hooks_at=5),
     *_entries(
-        "function", "torch._utils._rebuild_tensor_v2", args=_tensor, returns=TENSOR, hooks_at=5
+        "function",
+        "torch._tensor._rebuild_from_type_v2",
+        args=_typed_tensor,
+        returns=TENSOR,
+        substitute="typed",
     ),
+    *_entries("constant", TENSOR),  # named as the type of a tensor with attributes
     *_entries(
         "function",
         "torch._utils._rebuild_parameter",

@@ -8,7 +8,7 @@ class silently.
 
 Sources, each a list its project documents as public: ``torch.nn.modules.__all__``,
 ``torch.optim.__all__`` and ``torch.optim.lr_scheduler.__all__``; scikit-learn's
-``all_estimators()`` without test modules, and the splitters of ``sklearn.model_selection.__all__``
+``all_estimators()`` (with the experimental ones enabled) without test modules, and the splitters of ``sklearn.model_selection.__all__``
 (search objects keep theirs); skorch's ``__all__`` lists and its public callback, dataset, history
 and toy classes. Marked ``constant`` (they may be named and stored, never called during a load):
 the functions of ``sklearn.metrics.__all__`` (scorers name them) and of
@@ -51,6 +51,11 @@ def _classes() -> Iterator[type]:
         yield from (obj for obj in _public(module) if isinstance(obj, type))
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
+        # The experimental estimators, documented as public behind these imports.
+        from sklearn.experimental import (  # noqa: F401
+            enable_halving_search_cv,
+            enable_iterative_imputer,
+        )
         from sklearn.utils import all_estimators
 
         for _, cls in all_estimators():

@@ -519,6 +519,12 @@ class Guarded(Rules):
     def invoke(self, entry: Entry, func: Any, args: tuple[Any, ...]) -> Any:
         if entry.substitute == "scalar" and args[0].hasobject:  # it would return its argument
             self.refuse("REDUCE", func, "a numpy scalar of the object dtype")
+        if entry.substitute == "typed":  # (rebuild, torch.Tensor, its arguments, attributes)
+            rebuild, _, inner, attributes = args
+            tensor = self.invoke(self._named[id(rebuild)], rebuild, inner)
+            for key, value in attributes.items():  # scalars: nothing later can change them
+                setattr(tensor, key, value)
+            return tensor
         if entry.hooks_at is not None:  # the file's (empty) dict could be filled later
             args = (*args[: entry.hooks_at], collections.OrderedDict(), *args[entry.hooks_at + 1 :])
         return func(*args)
