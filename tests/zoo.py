@@ -239,7 +239,9 @@ def _callback_items() -> Iterator[Item]:
         if not isinstance(cls, type) or f"callbacks:{name}" in UNBUILT:
             continue
         for variant, args in CALLBACK_ARGS.get(name, {"default": lambda tmp: {}}).items():
-            yield Item("callbacks", f"{name}[{variant}]", functools.partial(_with_callback, cls, args))
+            yield Item(
+                "callbacks", f"{name}[{variant}]", functools.partial(_with_callback, cls, args)
+            )
 
 
 def _with_callback(cls: type, args: Callable[[Path], dict[str, Any]], tmp: Path) -> Any:
@@ -386,9 +388,9 @@ SCHEDULER_ARGS: dict[str, dict[str, Any]] = {
 def _optimizer_items() -> Iterator[Item]:
     for name in torch.optim.__all__:
         cls = getattr(torch.optim, name)
-        if isinstance(cls, type) and issubclass(cls, torch.optim.Optimizer):
-            if cls is not torch.optim.Optimizer and name not in UNBUILT_OPTIMIZERS:
-                yield Item("optimizers", name, functools.partial(_with_optimizer, name, cls))
+        optimizer = isinstance(cls, type) and issubclass(cls, torch.optim.Optimizer)
+        if optimizer and cls is not torch.optim.Optimizer and name not in UNBUILT_OPTIMIZERS:
+            yield Item("optimizers", name, functools.partial(_with_optimizer, name, cls))
     schedulers = torch.optim.lr_scheduler
     for name in schedulers.__all__:
         cls = getattr(schedulers, name)
@@ -404,7 +406,9 @@ def _with_optimizer(name: str, cls: type, tmp: Path) -> Any:
 def _with_scheduler(name: str, tmp: Path) -> Any:
     from skorch.callbacks import LRScheduler
 
-    callback = LRScheduler(policy=getattr(torch.optim.lr_scheduler, name), **SCHEDULER_ARGS.get(name, {}))
+    callback = LRScheduler(
+        policy=getattr(torch.optim.lr_scheduler, name), **SCHEDULER_ARGS.get(name, {})
+    )
     return fitted(module=Holder(), optimizer=torch.optim.SGD, callbacks=[("lr", callback)])
 
 
@@ -482,11 +486,11 @@ def _step_items() -> Iterator[Item]:
         module = importlib.import_module(f"sklearn.{module_name}")
         for name in module.__all__:
             cls = getattr(module, name)
-            if isinstance(cls, type) and issubclass(cls, BaseEstimator):
-                if name not in UNBUILT_STEPS:
-                    build = functools.partial(_with_step, name, cls, STEP_INPUTS.get(name, "X"))
-                    inputs = STEP_INPUTS.get(name, "X")
-                    yield Item(f"sklearn.{module_name}", name, build, inputs)
+            estimator = isinstance(cls, type) and issubclass(cls, BaseEstimator)
+            if estimator and name not in UNBUILT_STEPS:
+                inputs = STEP_INPUTS.get(name, "X")
+                build = functools.partial(_with_step, name, cls, inputs)
+                yield Item(f"sklearn.{module_name}", name, build, inputs)
     yield Item("sklearn.compose", "TransformedTargetRegressor", _target_regressor)
 
 
@@ -549,15 +553,21 @@ def _weight_items() -> Iterator[Item]:
     yield Item("weights", "sparse buffer", _with_sparse_buffer)
 
 
+def _shared(tmp: Path) -> Any:
+    return shared_net()
+
+
+def _mixed(tmp: Path) -> Any:
+    """A Pipeline of numeric and categorical columns (OneHotEncoder stores numpy.float64)."""
+    return _with_step("ColumnTransformer", _sklearn("compose.ColumnTransformer"), "X_MIXED", tmp)
+
+
 def _protocol_items() -> Iterator[Item]:
     for container in CONTAINERS:
         for protocol in range(pickle.HIGHEST_PROTOCOL + 1):
             name = f"{container} protocol {protocol}"
-            for what, build, inputs in [
-                ("net", lambda tmp: shared_net(), "X"),
-                ("pipeline", functools.partial(_with_step, "ColumnTransformer", _sklearn("compose.ColumnTransformer"), "X_MIXED"), "X_MIXED"),
-            ]:
-                yield Item("protocols", f"{name} {what}", build, inputs, container, protocol)
+            yield Item("protocols", f"{name} net", _shared, "X", container, protocol)
+            yield Item("protocols", f"{name} pipeline", _mixed, "X_MIXED", container, protocol)
 
 
 SEARCHES = "GridSearchCV RandomizedSearchCV HalvingGridSearchCV HalvingRandomSearchCV"
@@ -644,6 +654,7 @@ REFUSED: dict[str, str] = {
     "hold a function of scipy's array-API namespace: scipy is not among the vetted libraries",
     "sklearn.decomposition:LatentDirichletAllocation": RANDOM_STATE,
     "sklearn.decomposition:MiniBatchDictionaryLearning": RANDOM_STATE,
+    "sklearn.impute:IterativeImputer": RANDOM_STATE,
 }
 
 

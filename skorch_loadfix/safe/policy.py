@@ -307,9 +307,9 @@ def _reconstructor(facts: Facts, args: tuple[Any, ...]) -> str | None:
     if len(args) == 3:
         cls, base = facts.named(args[0]), facts.named(args[1])
         state, container = _RECONSTRUCTED.get(getattr(base, "name", ""), (None, "none"))
-        if cls is not None and cls.kind == "class" and cls.container == container:
-            if type(args[2]) is state:
-                return None
+        made = cls is not None and cls.kind == "class" and cls.container == container
+        if made and type(args[2]) is state:
+            return None
     return (
         "takes (a class the policy names, builtins.object, None), or a list or dict subclass "
         "the policy names, builtins.list or builtins.dict, and a list or dict"
@@ -335,9 +335,9 @@ def _sparse(facts: Facts, args: tuple[Any, ...]) -> str | None:
     tensors = [part for part in parts if facts.created(part) == TENSOR]
     sizes = [part for part in parts if facts.created(part) == "torch.Size" or _ints(part)]
     flags = [part for part in parts if part is None or type(part) is bool]
-    if len(parts) in (3, 4) and len(tensors) in (2, 3) and len(sizes) == 1:
-        if len(tensors) + len(sizes) + len(flags) == len(parts):
-            return None
+    counts = (len(tensors), len(sizes), len(parts))
+    if counts in ((2, 1, 3), (2, 1, 4), (3, 1, 4)) and sum(counts[:2]) + len(flags) == counts[2]:
+        return None
     return "takes two or three tensors made in this load, a size and a flag"
 
 
@@ -353,7 +353,10 @@ def _typed_tensor(facts: Facts, args: tuple[Any, ...]) -> str | None:
         return "takes (a rebuild, a tensor type, its arguments, attributes)"
     rebuild, new_type, inner, state = args
     entry = facts.named(rebuild)
-    if getattr(entry, "name", "") != REBUILD or getattr(facts.named(new_type), "name", "") != TENSOR:
+    if (
+        getattr(entry, "name", "") != REBUILD
+        or getattr(facts.named(new_type), "name", "") != TENSOR
+    ):
         return f"rebuilds with {REBUILD} as {TENSOR} only"
     why = entry.args(facts, inner)  # type: ignore[union-attr,misc]
     if why is not None:
@@ -510,11 +513,11 @@ _HAND: list[Entry] = [
     *_entries(
         "function", "builtins.getattr", args=_bound_method, substitute="method", returns=BOUND
     ),
-    *_entries("function", "copyreg._reconstructor", args=_reconstructor, substitute="reconstructor"),
-    *_entries("constant", OBJECT, substitute="base"),
     *_entries(
-        "function", "torch.serialization._get_layout", args=_layout, returns="torch.layout"
+        "function", "copyreg._reconstructor", args=_reconstructor, substitute="reconstructor"
     ),
+    *_entries("constant", OBJECT, substitute="base"),
+    *_entries("function", "torch.serialization._get_layout", args=_layout, returns="torch.layout"),
     *_entries(
         "function",
         "torch._utils._rebuild_sparse_tensor",

@@ -8,14 +8,14 @@ class silently.
 
 Sources, each a list its project documents as public: ``torch.nn.modules.__all__``,
 ``torch.optim.__all__`` and ``torch.optim.lr_scheduler.__all__``; scikit-learn's
-``all_estimators()`` (with the experimental ones enabled) without test modules, and the splitters of ``sklearn.model_selection.__all__``
-(search objects keep theirs); skorch's ``__all__`` lists and its public callback, dataset, history
-and toy classes. Marked ``constant`` (they may be named and stored, never called during a load):
-the functions of ``sklearn.metrics.__all__`` (scorers name them) and of
-``sklearn.feature_selection.__all__`` (score functions); the public functions of
+``all_estimators()`` (the experimental ones enabled) without test modules, and the splitters of
+``sklearn.model_selection.__all__`` (search objects keep theirs); skorch's ``__all__`` lists and
+its public callback, dataset, history and toy classes. Marked ``constant`` (they may be named and
+stored, never called during a load): the functions of ``sklearn.metrics.__all__`` (scorers name
+them) and of ``sklearn.feature_selection.__all__`` (score functions); the public functions of
 ``torch.nn.functional`` and ``torch.nn.init`` (stored activations, an ``Initializer``'s ``fn``);
-numpy's scalar types (``numpy.sctypeDict``: stored as values, ``OneHotEncoder(dtype=...)``).
-A class that subclasses ``list`` or ``dict`` is marked so, since pickle fills it with APPENDS or
+numpy's scalar types (``numpy.sctypeDict``: stored as values, ``OneHotEncoder(dtype=...)``). A
+class that subclasses ``list`` or ``dict`` is marked so, since pickle fills it with APPENDS or
 SETITEMS.
 """
 

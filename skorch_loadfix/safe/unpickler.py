@@ -41,7 +41,18 @@ from ..errors import UntrustedPickleError
 from ..formats import BLOB
 from ..legacy import OLD_BLOB, upgrade_optimizer_state
 from .memoryfile import MemoryFile
-from .policy import BOUND, MASKED, PARAMETER, STORAGE, TENSOR, Entry, Policy, Refused, defined, table
+from .policy import (
+    BOUND,
+    MASKED,
+    PARAMETER,
+    STORAGE,
+    TENSOR,
+    Entry,
+    Policy,
+    Refused,
+    defined,
+    table,
+)
 
 BLOB_KEYS = (BLOB, OLD_BLOB)  # skorch 0.5 kept the blob under the old key
 _OPTIMIZER_STATE = {"defaults": "dict", "state": "dict", "param_groups": "list"}
