@@ -201,3 +201,52 @@ def test_a_stored_function_is_never_called_during_the_load(line):
     assert torch.is_tensor(pickle.loads(data))  # the control: relu ran
     refused(data, line, "a constant may be named and stored, never called")
     assert skorch_loadfix.load(io.BytesIO(dumps([torch.nn.functional.relu, np.float64])))
+
+
+# -- numpy's legacy RandomState and its seed sequence ---------------------------------------------
+
+
+class Built:
+    """Pickles as ``func(*args)``, then BUILD with ``state``."""
+
+    def __init__(self, func, args, state):
+        self.func, self.args, self.state = func, args, state
+
+    def __reduce__(self):
+        return self.func, self.args, self.state
+
+
+def random_state(**changes):
+    from numpy.random._pickle import __randomstate_ctor
+
+    generator = np.random.RandomState(0)
+    state = generator.__getstate__()
+    state["state"].update(changes)
+    return dumps(Built(__randomstate_ctor, (generator._bit_generator,), state))
+
+
+def test_a_random_state_keeps_its_position_within_its_key(line):
+    data = random_state(pos=1 << 20)
+    assert pickle.loads(data).get_state()[2] == 1 << 20  # the control: numpy never checks it
+    refused(data, line, "takes the state numpy.random.RandomState.get_state(legacy=False)")
+    loaded = skorch_loadfix.load(io.BytesIO(random_state()))
+    assert loaded.randint(1 << 30) == np.random.RandomState(0).randint(1 << 30)
+
+
+def seed_sequence(pool, size=4):
+    from numpy.random.bit_generator import __pyx_unpickle_SeedSequence
+
+    checksum = np.random.SeedSequence(1).__reduce__()[1][1]
+    args = (np.random.SeedSequence, checksum, None)
+    return dumps(Built(__pyx_unpickle_SeedSequence, args, (123, 0, pool, size, ())))
+
+
+def test_a_seed_sequence_is_rebuilt_from_its_entropy(line):
+    pool = np.random.SeedSequence(123).pool
+    loaded = skorch_loadfix.load(io.BytesIO(seed_sequence(pool)))
+    assert np.array_equal(loaded.generate_state(4), np.random.SeedSequence(123).generate_state(4))
+    wrong = seed_sequence(pool[:1])
+    assert len(pickle.loads(wrong).pool) == 1  # the control: numpy takes the pool as given
+    with pytest.raises(UntrustedPickleError, match="its pool is not the one its entropy gives"):
+        skorch_loadfix.load(io.BytesIO(wrong))
+    refused(seed_sequence(pool, size=1 << 30), line, "a pool size of 4 to 4096")

@@ -94,6 +94,14 @@ WIDENED = {
     "numpy.ma.MaskedArray": "search:GridSearchCV(net)",
     "sklearn.metrics._scorer._PassthroughScorer": "search:RandomizedSearchCV(pipeline)",
     "sklearn.model_selection._split.StratifiedKFold": "search:GridSearchCV(pipeline)",
+    "sklearn.model_selection._search_successive_halving.HalvingGridSearchCV": (
+        "search:HalvingGridSearchCV(net)"
+    ),
+    "numpy.random._pickle.__randomstate_ctor": "sklearn.decomposition:LatentDirichletAllocation",
+    "numpy.random.bit_generator.__pyx_unpickle_SeedSequence": (
+        "sklearn.decomposition:MiniBatchDictionaryLearning"
+    ),
+    "sklearn.impute._iterative._ImputerTriplet": "sklearn.impute:IterativeImputer",
 }
 
 

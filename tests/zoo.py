@@ -621,11 +621,6 @@ def items() -> list[Item]:
     ]
 
 
-RANDOM_STATE = (
-    "keeps a numpy RandomState, pickled through numpy.random._pickle's dunder constructors "
-    "with a C-backed generator state: not yet rebuilt from a checked description"
-)
-
 # What is not built, each with its reason: the zoo's one list of exceptions, with REFUSED.
 UNBUILT: dict[str, str] = {
     **{f"callbacks:{name}": why for name, why in NOT_CALLBACKS.items()},
@@ -652,9 +647,6 @@ UNPREDICTABLE = {"weights:bfloat16": "skorch's to_numpy can't convert bfloat16 p
 REFUSED: dict[str, str] = {
     "sklearn.preprocessing:SplineTransformer": "keeps scipy.interpolate.BSpline objects, which "
     "hold a function of scipy's array-API namespace: scipy is not among the vetted libraries",
-    "sklearn.decomposition:LatentDirichletAllocation": RANDOM_STATE,
-    "sklearn.decomposition:MiniBatchDictionaryLearning": RANDOM_STATE,
-    "sklearn.impute:IterativeImputer": RANDOM_STATE,
 }
 
 

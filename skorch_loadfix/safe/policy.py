@@ -396,6 +396,91 @@ def _created_elsewhere(facts: Facts, args: tuple[Any, ...]) -> str | None:
     return f"created only by {MASKED_BUILDER}"
 
 
+def _never_called(facts: Facts, args: tuple[Any, ...]) -> str | None:
+    return "created only by the function numpy pickles it with"
+
+
+# numpy's legacy RandomState (scikit-learn keeps one as random_state_), as numpy pickles it:
+# __randomstate_ctor(__bit_generator_ctor(MT19937) BUILT with its state and seed sequence),
+# then BUILT with its own state. The setters copy the key into the generator; its position
+# is an index into the key, which numpy never checks: here it must be within it.
+RANDOM = "numpy.random."
+MT19937, RANDOM_STATE = f"{RANDOM}_mt19937.MT19937", f"{RANDOM}mtrand.RandomState"
+SEED_SEQUENCE = f"{RANDOM}bit_generator.SeedSequence"
+ARRAY = "numpy.ndarray"
+_KEY = 624  # MT19937's key, in words
+
+
+def _instance_of(name: str, what: str) -> ArgCheck:
+    def check(facts: Facts, args: tuple[Any, ...]) -> str | None:
+        ok = len(args) == 1 and getattr(facts.named(args[0]), "name", "") == name
+        return None if ok or facts.created(args[0]) == name else f"takes {what} only"
+
+    return check
+
+
+def _generator_state(facts: Facts, state: Any) -> bool:
+    if type(state) is not dict or state.keys() != {"bit_generator", "state"}:
+        return False
+    inner = state["state"]
+    if state["bit_generator"] != "MT19937" or type(inner) is not dict:
+        return False
+    key, position = inner.get("key"), inner.get("pos")
+    ok_key = facts.created(key) == "numpy.ndarray" and inner.keys() == {"key", "pos"}
+    return ok_key and type(position) is int and 0 <= position <= _KEY
+
+
+def _bit_generator_state(facts: Facts, state: Any) -> str | None:
+    pair = type(state) is tuple and len(state) == 2 and _generator_state(facts, state[0])
+    if pair and (state[1] is None or facts.created(state[1]) == SEED_SEQUENCE):
+        return None
+    return (
+        "takes ({'bit_generator': 'MT19937', 'state': {'key': an array, 'pos': 0 to 624}}, "
+        "a seed sequence made in this load or None)"
+    )
+
+
+def _random_state_state(facts: Facts, state: Any) -> str | None:
+    if type(state) is dict and state.keys() == {"bit_generator", "state", "has_gauss", "gauss"}:
+        generator = {key: state[key] for key in ("bit_generator", "state")}
+        if _generator_state(facts, generator) and state["has_gauss"] in (0, 1):
+            return None if type(state["gauss"]) is float else "its gauss must be a float"
+    return "takes the state numpy.random.RandomState.get_state(legacy=False) returns"
+
+
+def _unpickle_seed_sequence(facts: Facts, args: tuple[Any, ...]) -> str | None:
+    named = facts.named(args[0]) if len(args) == 3 else None
+    if getattr(named, "name", "") == SEED_SEQUENCE and type(args[1]) is int and args[2] is None:
+        return None
+    return f"takes ({SEED_SEQUENCE}, its checksum, None) only"
+
+
+SEED_POOL_MAX = 1 << 12  # words: numpy's default pool is 4; the loader allocates this many
+
+
+def _seed_sequence_state(facts: Facts, state: Any) -> str | None:
+    """(entropy, children spawned, pool, pool size, spawn key). The loader rebuilds it from
+    the entropy and checks the pool it gets against the file's (see Guarded.set_state)."""
+    if type(state) is tuple and len(state) == 5:
+        entropy, spawned, pool, size, key = state
+        plain = (entropy is None or type(entropy) is int or _ints(entropy)) and _ints(key)
+        sizes = type(spawned) is int and spawned >= 0 and type(size) is int
+        if plain and sizes and 4 <= size <= SEED_POOL_MAX and facts.created(pool) == ARRAY:
+            return None
+    return f"takes (entropy, children, a pool array, a pool size of 4 to {SEED_POOL_MAX}, key)"
+
+
+def _fields(count: int) -> ArgCheck:
+    """A namedtuple's fields: its ``__new__`` builds a tuple of them, and runs nothing."""
+
+    def check(facts: Facts, args: tuple[Any, ...]) -> str | None:
+        if len(args) == count and all(_made_here(facts, arg) for arg in args):
+            return None
+        return f"takes {count} fields, each data made in this load"
+
+    return check
+
+
 _RESPONSES = {"predict", "predict_proba", "decision_function", "predict_log_proba"}
 
 
@@ -463,6 +548,7 @@ _HAND: list[Entry] = [
         "numpy._core.multiarray.scalar numpy.core.multiarray.scalar",
         args=_scalar,
         substitute="scalar",
+        returns="numpy.generic",  # made here: a namedtuple's field may be one
     ),
     # Protocol 2 spells bytes as encode(str, 'latin1'): a substitute that does only that.
     *_entries(
@@ -527,6 +613,29 @@ _HAND: list[Entry] = [
     ),
     *_entries("function", MASKED_BUILDER, args=_mareconstruct, returns=MASKED),
     *_entries("class", MASKED, args=_created_elsewhere, state=_masked_state),
+    # IterativeImputer's imputation sequence: (feature, neighbour features, estimator).
+    *_entries("class", "sklearn.impute._iterative._ImputerTriplet", args=_fields(3)),
+    *_entries(
+        "function",
+        f"{RANDOM}_pickle.__bit_generator_ctor",
+        args=_instance_of(MT19937, MT19937),
+        returns=MT19937,
+    ),
+    *_entries("class", MT19937, args=_never_called, state=_bit_generator_state),
+    *_entries(
+        "function",
+        f"{RANDOM}_pickle.__randomstate_ctor",
+        args=_instance_of(MT19937, "an MT19937 made in this load"),
+        returns=RANDOM_STATE,
+    ),
+    *_entries("class", RANDOM_STATE, args=_never_called, state=_random_state_state),
+    *_entries(
+        "function",
+        f"{RANDOM}bit_generator.__pyx_unpickle_SeedSequence",
+        args=_unpickle_seed_sequence,
+        returns=SEED_SEQUENCE,
+    ),
+    *_entries("class", SEED_SEQUENCE, args=_never_called, state=_seed_sequence_state),
     # Named and stored by real nets; never called during a load.
     *_entries(
         "constant",

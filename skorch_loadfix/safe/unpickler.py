@@ -44,7 +44,10 @@ from .memoryfile import MemoryFile
 from .policy import (
     BOUND,
     MASKED,
+    MT19937,
     PARAMETER,
+    RANDOM_STATE,
+    SEED_SEQUENCE,
     STORAGE,
     TENSOR,
     Entry,
@@ -563,6 +566,8 @@ class Guarded(Rules):
         optim = sys.modules.get("torch.optim")
         if optim is not None and isinstance(inst, optim.Optimizer):
             upgrade_optimizer_state(inst, state)  # what apply() patches in for pickle.load
+        if entry.name == SEED_SEQUENCE:
+            state = self._seed_sequence_state(inst, state)
         setstate = getattr(type(inst), "__setstate__", None)
         if setstate is not None:
             step = _optimizer_step(inst)
@@ -574,6 +579,20 @@ class Guarded(Rules):
             inst.__dict__.update(state)
         for key, value in (slotstate or {}).items():
             setattr(inst, key, value)
+
+    def _seed_sequence_state(self, inst: Any, state: tuple[Any, ...]) -> Any:
+        """The state numpy makes for the same entropy, spawn key and sizes, if its pool is
+        the file's: the C-level setter takes the pool as given, and its size from another
+        field."""
+        import numpy
+
+        entropy, spawned, pool, size, key = state
+        fresh = numpy.random.SeedSequence(
+            entropy, spawn_key=key, pool_size=size, n_children_spawned=spawned
+        )
+        if not numpy.array_equal(fresh.pool, pool):
+            self.refuse("BUILD", inst, "its pool is not the one its entropy gives")
+        return fresh.__reduce__()[2]
 
     def _check_step(self, inst: Any, before: Any) -> None:
         """``Optimizer.__setstate__`` writes ``type(inst).step``: for every later instance.
@@ -657,5 +676,8 @@ def _classes() -> dict[str, Any]:  # a class, or a tuple of them for isinstance
         "numpy.dtype": numpy.dtype,
         MASKED: numpy.ma.MaskedArray,
         BOUND: types.MethodType,
+        MT19937: numpy.random.MT19937,
+        RANDOM_STATE: numpy.random.RandomState,
+        SEED_SEQUENCE: numpy.random.SeedSequence,
         "torch.layout": torch.layout,
     }
