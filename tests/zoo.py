@@ -5,8 +5,9 @@ a scheduler; a Pipeline with a scikit-learn step before a net; a search object a
 a container and protocol). The lists come from ``__all__`` of skorch.callbacks, torch.nn.modules,
 torch.optim, torch.optim.lr_scheduler, the scikit-learn modules people put before a net, and
 skorch itself, so a new release grows the zoo by itself. What an item needs beyond defaults is in
-the small tables here; what cannot be built, or still refuses, is in ``UNBUILT`` and ``REFUSED``,
-each with its reason: nothing is left out silently.
+the small tables here; what is not built, still refuses, or can't be compared is in ``UNBUILT``,
+``REFUSED`` and ``UNPREDICTABLE``, each with its reason, in one place: nothing is left out
+silently.
 
 Items are built when a test runs, never at collection, each fitted for one epoch on tiny data;
 what several items share (the plain fitted net) is built once per process.
@@ -41,6 +42,47 @@ X_MISSING[::5, 0] = np.nan
 CATEGORIES = np.array(["red", "green", "blue"], dtype=object)[np.arange(N) % 3]
 X_CATEGORICAL = CATEGORIES.reshape(-1, 1)
 X_MIXED = np.concatenate([X.astype(object), X_CATEGORICAL], axis=1)
+
+# -- the exceptions, each with its reason: the zoo's one list ----------------------------------
+
+# What is not built: no item of its kind, or it cannot be.
+UNBUILT: dict[str, str] = {
+    "callbacks:WarmRestartLR": "a scheduler policy: its item is LRScheduler[WarmRestartLR]",
+    "layers:Module": "the base class: every other item is one",
+    "layers:Container": "a deprecated alias",
+    "optimizers:Optimizer": "the base class: every other item is one",
+    "optimizers:SparseAdam": "needs sparse gradients: a module of sparse embeddings, not a net "
+    "on features",
+    "schedulers:LRScheduler": "the base class: every other scheduler item is one",
+    "schedulers:SequentialLR": "takes schedulers built on the optimizer: LRScheduler(policy=...) "
+    "passes only keyword values",
+    "schedulers:ChainedScheduler": "takes schedulers built on the optimizer: "
+    "LRScheduler(policy=...) passes only keyword values",
+    "sklearn.preprocessing:LabelBinarizer": "transforms y, not X",
+    "sklearn.preprocessing:LabelEncoder": "transforms y, not X",
+    "sklearn.preprocessing:MultiLabelBinarizer": "transforms y, not X",
+    "sklearn.preprocessing:KernelCenterer": "needs a kernel matrix as input",
+}
+# The loggers that need their service's client library: built where it is installed.
+CALLBACK_CLIENTS = {
+    "TensorBoard": "torch.utils.tensorboard",
+    "WandbLogger": "wandb",
+    "NeptuneLogger": "neptune",
+    "MlflowLogger": "mlflow",
+    "SacredLogger": "sacred",
+}
+for _name, _module in CALLBACK_CLIENTS.items():
+    try:
+        importlib.import_module(_module)
+    except ImportError:
+        UNBUILT[f"callbacks:{_name}"] = f"needs its client library {_module}, not installed here"
+del _name, _module
+
+# Items whose predictions can't be compared: only their weights are.
+UNPREDICTABLE = {"weights:bfloat16": "skorch's to_numpy can't convert bfloat16 predictions"}
+
+# What load() still refuses (the target: none).
+REFUSED: dict[str, str] = {}
 
 # -- the modules the nets are made of -------------------------------------------------------
 
@@ -205,18 +247,6 @@ CALLBACK_ARGS: dict[str, dict[str, Callable[[Path], dict[str, Any]]]] = {
         for policy in ("StepLR", "CyclicLR", "ReduceLROnPlateau", "WarmRestartLR")
     },
 }
-# Public names of skorch.callbacks that are no callback a net holds, and why.
-NOT_CALLBACKS = {
-    "WarmRestartLR": "a scheduler policy: its item is LRScheduler[WarmRestartLR]",
-}
-# The loggers that need their service's client library: built where it is installed.
-CALLBACK_CLIENTS = {
-    "TensorBoard": "torch.utils.tensorboard",
-    "WandbLogger": "wandb",
-    "NeptuneLogger": "neptune",
-    "MlflowLogger": "mlflow",
-    "SacredLogger": "sacred",
-}
 
 
 def _skorch_utils() -> Any:
@@ -315,8 +345,6 @@ LAYER_ARGS: dict[str, Callable[[], nn.Module]] = {
     "CircularPad2d": lambda: nn.CircularPad2d(1),
     "CircularPad3d": lambda: nn.CircularPad3d(1),
 }
-# torch.nn.modules.__all__ entries that are no layer a module holds.
-NOT_LAYERS = {"Module": "the base class: every other item is one", "Container": "deprecated alias"}
 
 
 def _layer_items() -> Iterator[Item]:
@@ -324,7 +352,7 @@ def _layer_items() -> Iterator[Item]:
 
     for name in torch.nn.modules.__all__:
         cls = getattr(torch.nn.modules, name)
-        if isinstance(cls, type) and issubclass(cls, nn.Module) and name not in NOT_LAYERS:
+        if isinstance(cls, type) and issubclass(cls, nn.Module) and f"layers:{name}" not in UNBUILT:
             yield Item("layers", name, functools.partial(_with_layer, name, cls))
 
 
@@ -369,9 +397,6 @@ def _with_layer(name: str, cls: type, tmp: Path) -> Any:
 OPTIMIZER_ARGS: dict[str, dict[str, Any]] = {
     "Muon": {"module": Holder(bias=False)},  # Muon takes 2-D parameters only
 }
-UNBUILT_OPTIMIZERS = {
-    "SparseAdam": "needs sparse gradients: a module of sparse embeddings, not a net on features",
-}
 SCHEDULER_ARGS: dict[str, dict[str, Any]] = {
     "LambdaLR": {"lr_lambda": constant_factor},
     "MultiplicativeLR": {"lr_lambda": constant_factor},
@@ -389,7 +414,7 @@ def _optimizer_items() -> Iterator[Item]:
     for name in torch.optim.__all__:
         cls = getattr(torch.optim, name)
         optimizer = isinstance(cls, type) and issubclass(cls, torch.optim.Optimizer)
-        if optimizer and cls is not torch.optim.Optimizer and name not in UNBUILT_OPTIMIZERS:
+        if optimizer and f"optimizers:{name}" not in UNBUILT:
             yield Item("optimizers", name, functools.partial(_with_optimizer, name, cls))
     schedulers = torch.optim.lr_scheduler
     for name in schedulers.__all__:
@@ -468,14 +493,6 @@ STEP_INPUTS = {
     "KNNImputer": "X_MISSING",
     "MissingIndicator": "X_MISSING",
 }
-# Public classes of those modules that no Pipeline puts before a net, and why.
-UNBUILT_STEPS = {
-    "LabelBinarizer": "transforms y, not X",
-    "LabelEncoder": "transforms y, not X",
-    "MultiLabelBinarizer": "transforms y, not X",
-    "KernelCenterer": "needs a kernel matrix as input",
-    "TransformedTargetRegressor": "wraps the net (around it, not before it): its own item",
-}
 
 
 def _step_items() -> Iterator[Item]:
@@ -487,11 +504,11 @@ def _step_items() -> Iterator[Item]:
         for name in module.__all__:
             cls = getattr(module, name)
             estimator = isinstance(cls, type) and issubclass(cls, BaseEstimator)
-            if estimator and name not in UNBUILT_STEPS:
+            category = f"sklearn.{module_name}"
+            if estimator and f"{category}:{name}" not in UNBUILT:
                 inputs = STEP_INPUTS.get(name, "X")
-                build = functools.partial(_with_step, name, cls, inputs)
-                yield Item(f"sklearn.{module_name}", name, build, inputs)
-    yield Item("sklearn.compose", "TransformedTargetRegressor", _target_regressor)
+                build = WRAPPERS.get(name) or functools.partial(_with_step, name, cls, inputs)
+                yield Item(category, name, build, inputs)
 
 
 def _with_step(name: str, cls: type, inputs: str, tmp: Path) -> Any:
@@ -520,6 +537,10 @@ def _target_regressor(tmp: Path) -> Any:
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         return wrapped.fit(X, Y_FLOAT)
+
+
+# Public classes of those modules that wrap a net rather than stand before it.
+WRAPPERS = {"TransformedTargetRegressor": _target_regressor}
 
 
 # -- nets, weights, protocols, search objects ------------------------------------------------
@@ -621,33 +642,9 @@ def items() -> list[Item]:
     ]
 
 
-# What is not built, each with its reason: the zoo's one list of exceptions, with REFUSED.
-UNBUILT: dict[str, str] = {
-    **{f"callbacks:{name}": why for name, why in NOT_CALLBACKS.items()},
-    **{f"layers:{name}": why for name, why in NOT_LAYERS.items()},
-    **{f"sklearn:{name}": why for name, why in UNBUILT_STEPS.items()},
-    **{f"optimizers:{name}": why for name, why in UNBUILT_OPTIMIZERS.items()},
-    "schedulers:SequentialLR": "takes schedulers built on the optimizer: LRScheduler(policy=...) "
-    "passes only keyword values",
-    "schedulers:ChainedScheduler": "takes schedulers built on the optimizer: "
-    "LRScheduler(policy=...) passes only keyword values",
-    "schedulers:LRScheduler": "the base class: every other scheduler item is one",
-}
-for _name, _module in CALLBACK_CLIENTS.items():
-    try:
-        importlib.import_module(_module)
-    except ImportError:
-        UNBUILT[f"callbacks:{_name}"] = f"needs its client library {_module}, not installed here"
-del _name, _module
-
-# Items whose predictions can't be compared: only their weights are.
 UNPREDICTABLE = {"weights:bfloat16": "skorch's to_numpy can't convert bfloat16 predictions"}
 
-# What load() still refuses, each with its reason (the target is zero refusals).
-REFUSED: dict[str, str] = {
-    "sklearn.preprocessing:SplineTransformer": "keeps scipy.interpolate.BSpline objects, which "
-    "hold a function of scipy's array-API namespace: scipy is not among the vetted libraries",
-}
+REFUSED: dict[str, str] = {}
 
 
 def counts() -> Counter[str]:

@@ -613,6 +613,9 @@ _HAND: list[Entry] = [
     ),
     *_entries("function", MASKED_BUILDER, args=_mareconstruct, returns=MASKED),
     *_entries("class", MASKED, args=_created_elsewhere, state=_masked_state),
+    # SplineTransformer's splines: scipy's BSpline, with its array namespace's asarray.
+    *_entries("class", "scipy.interpolate._bsplines.BSpline"),
+    *_entries("constant", "scipy._lib.array_api_compat.numpy._aliases.asarray"),
     # IterativeImputer's imputation sequence: (feature, neighbour features, estimator).
     *_entries("class", "sklearn.impute._iterative._ImputerTriplet", args=_fields(3)),
     *_entries(
