@@ -250,3 +250,13 @@ def test_a_seed_sequence_is_rebuilt_from_its_entropy(line):
     with pytest.raises(UntrustedPickleError, match="its pool is not the one its entropy gives"):
         skorch_loadfix.load(io.BytesIO(wrong))
     refused(seed_sequence(pool, size=1 << 30), line, "a pool size of 4 to 4096")
+
+
+def test_a_namedtuple_holds_data_made_here_only(line):
+    from sklearn.impute._iterative import _ImputerTriplet
+
+    data = dumps(Reduce(_ImputerTriplet, print, 1, 2))
+    assert pickle.loads(data).feat_idx is print  # the control
+    refused(data, line, "takes 3 fields, each data made in this load")
+    triplet = _ImputerTriplet(np.int64(1), np.arange(2), nn.Linear(2, 2))
+    assert skorch_loadfix.load(io.BytesIO(dumps(triplet))).feat_idx == 1
