@@ -495,7 +495,7 @@ class StandIn:
         return f"<stand-in for {self.name}>"
 
 
-STAND_INS = {"reconstructor": StandIn("copyreg._reconstructor"), "base": StandIn("builtins.object")}
+_MARKERS = {"reconstructor": StandIn("copyreg._reconstructor"), "base": StandIn("builtins.object")}
 
 
 def _sparse_tensor(layout: Any, data: tuple[Any, ...]) -> Any:
@@ -527,7 +527,7 @@ class Guarded(Rules):
 
     def resolve(self, entry: Entry, obj: Any) -> Any:
         substitutes = {"stream": self.tensor_stream, "latin1": _latin1, "method": _bind}
-        substitutes |= {"sparse": _sparse_tensor, **STAND_INS}
+        substitutes |= {"sparse": _sparse_tensor, **_MARKERS}
         return substitutes.get(entry.substitute or "", obj)
 
     def invoke(self, entry: Entry, func: Any, args: tuple[Any, ...]) -> Any:
