@@ -114,7 +114,7 @@ def named(marker: Path) -> list[Payload]:
         Payload("__builtin__.exec", "builtins.exec", _call(_g("__builtin__", "exec"), py) + b"."),
         Payload(
             "getattr(__import__('os'), 'system')",
-            "builtins.getattr",
+            "builtins.__import__",  # getattr binds a table class's own methods only
             _call(
                 _call(
                     _g("builtins", "getattr"), _call(_g("builtins", "__import__"), "os"), "system"
@@ -206,7 +206,7 @@ def named(marker: Path) -> list[Payload]:
         ),
         Payload(
             "copyreg._reconstructor",
-            "copyreg._reconstructor",
+            "subprocess.Popen",  # _reconstructor creates a class the policy names only
             _call(
                 _g("copyreg", "_reconstructor"),
                 _g("subprocess", "Popen"),

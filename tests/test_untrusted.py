@@ -302,12 +302,11 @@ def test_untrusted_globals_lists_without_running(marker, net):
     _, data = payload_file(marker, net, "getattr(__import__('os'), 'system')", TENSORS)
     found = skorch_loadfix.untrusted_globals(io.BytesIO(data))
     assert set(found) == {
-        "builtins.getattr",
-        "builtins.__import__",
+        "builtins.__import__",  # getattr binds a table class's own methods: see test_widened
         "skorch_loadfix.demo_model.Model",
         "a stream in the tensor streams",  # the payload is a pickle, not a torch.save stream
     }
-    assert "in the tensor streams" in found["builtins.getattr"]
+    assert "in the tensor streams" in found["builtins.__import__"]
     assert not marker.exists()
     legit = io.BytesIO(pickle.dumps(net))
     assert skorch_loadfix.untrusted_globals(legit, allow=[Model, Block]) == {}

@@ -8,10 +8,15 @@ class silently.
 
 Sources, each a list its project documents as public: ``torch.nn.modules.__all__``,
 ``torch.optim.__all__`` and ``torch.optim.lr_scheduler.__all__``; scikit-learn's
-``all_estimators()`` without test modules; skorch's ``__all__`` lists and its public callback,
-dataset, history and toy classes; the functions of ``sklearn.metrics.__all__`` (scorers name them),
-marked ``constant``: they may be named, never called during a load. A class that subclasses
-``list`` or ``dict`` is marked so, since pickle fills it with APPENDS or SETITEMS.
+``all_estimators()`` (the experimental ones enabled) without test modules, and the splitters of
+``sklearn.model_selection.__all__`` (search objects keep theirs); skorch's ``__all__`` lists and
+its public callback, dataset, history and toy classes. Marked ``constant`` (they may be named and
+stored, never called during a load): the functions of ``sklearn.metrics.__all__`` (scorers name
+them) and of ``sklearn.feature_selection.__all__`` (score functions); the public functions of
+``torch.nn.functional`` and ``torch.nn.init`` (stored activations, an ``Initializer``'s ``fn``);
+numpy's scalar types (``numpy.sctypeDict``: stored as values, ``OneHotEncoder(dtype=...)``). A
+class that subclasses ``list`` or ``dict`` is marked so, since pickle fills it with APPENDS or
+SETITEMS.
 """
 
 from __future__ import annotations
@@ -46,6 +51,11 @@ def _classes() -> Iterator[type]:
         yield from (obj for obj in _public(module) if isinstance(obj, type))
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
+        # The experimental estimators, documented as public behind these imports.
+        from sklearn.experimental import (  # noqa: F401
+            enable_halving_search_cv,
+            enable_iterative_imputer,
+        )
         from sklearn.utils import all_estimators
 
         for _, cls in all_estimators():
@@ -63,15 +73,44 @@ def _classes() -> Iterator[type]:
         yield from (obj for obj in _public(module) if isinstance(obj, type))
 
 
-def _metrics() -> Iterator[object]:
-    import sklearn.metrics
+def _functions(module: types.ModuleType) -> Iterator[object]:
+    """The public functions ``module`` lists, or (no ``__all__``) binds under a public name:
+    its own, and the builtins (torch's kernels) it exports under their own names; not the
+    helpers it imports from elsewhere."""
+    listed = getattr(module, "__all__", None)
+    for name in listed or [n for n in vars(module) if not n.startswith("_")]:
+        obj = vars(module).get(name)
+        own = isinstance(obj, types.FunctionType) and (
+            listed is not None or obj.__module__ == module.__name__
+        )
+        kernel = isinstance(obj, types.BuiltinFunctionType) and obj.__name__ == name
+        if (own and "<locals>" not in obj.__qualname__) or kernel:  # type: ignore[union-attr]
+            yield obj
 
-    yield from (obj for obj in _public(sklearn.metrics) if isinstance(obj, types.FunctionType))
+
+def _constants() -> Iterator[object]:
+    import numpy
+    import sklearn.feature_selection
+    import sklearn.metrics
+    import torch.nn.functional
+    import torch.nn.init
+
+    for module in (sklearn.metrics, sklearn.feature_selection, torch.nn.functional, torch.nn.init):
+        yield from _functions(module)
+    yield from set(numpy.sctypeDict.values())
+
+
+def _splitters() -> Iterator[type]:
+    import sklearn.model_selection
+
+    for obj in _public(sklearn.model_selection):
+        if isinstance(obj, type) and hasattr(obj, "split") and not hasattr(obj, "fit"):
+            yield obj
 
 
 def lines() -> list[str]:
-    found = {f"{canonical(func)} constant" for func in _metrics()}
-    for cls in _classes():
+    found = {f"{canonical(func)} constant" for func in _constants()}
+    for cls in [*_classes(), *_splitters()]:
         library = cls.__module__.startswith(("sklearn.", "skorch.", "torch."))
         if library and ".tests" not in cls.__module__:
             container = (

@@ -41,7 +41,21 @@ from ..errors import UntrustedPickleError
 from ..formats import BLOB
 from ..legacy import OLD_BLOB, PREFIXES, upgrade_optimizer_state
 from .memoryfile import MemoryFile
-from .policy import PARAMETER, STORAGE, TENSOR, Entry, Policy, Refused, table
+from .policy import (
+    BOUND,
+    MASKED,
+    MT19937,
+    PARAMETER,
+    RANDOM_STATE,
+    SEED_SEQUENCE,
+    STORAGE,
+    TENSOR,
+    Entry,
+    Policy,
+    Refused,
+    defined,
+    table,
+)
 from .snapshot import snapshot
 
 BLOB_KEYS = (BLOB, OLD_BLOB)  # skorch 0.5 kept the blob under the old key
@@ -245,14 +259,30 @@ class Rules(InPlace):
             why = entry.args(self, args)
             if why is not None:
                 self.refuse(opcode, func, why)
+            if entry.substitute == "reconstructor":
+                return self._reconstruct(opcode, args)
             if entry.kind == "class" and opcode == "NEWOBJ":
                 result = self.construct(entry, func, args)
             else:
                 result = self.invoke(entry, func, args)
         return self._record(opcode, entry, func, result)
 
+    def _reconstruct(self, opcode: str, args: tuple[Any, ...]) -> Any:
+        """``copyreg._reconstructor(cls, base, state)``, which protocols 0 and 1 write to
+        create an instance: ``cls.__new__(cls)``, checked as NEWOBJ; a list or dict subclass
+        then gets the items of ``state`` (a copy: the memo can't change them later) as
+        APPENDS or SETITEMS add them."""
+        cls, _, state = args
+        made = self.create(opcode, cls, (), {})
+        if type(state) is list:
+            self.fill(made, "extend", list(state))
+        elif type(state) is dict:
+            self.fill(made, "__setitem__", [part for item in state.items() for part in item])
+        return made
+
     def _record(self, opcode: str, entry: Entry, func: Any, result: Any) -> Any:
-        if isinstance(result, _CALLABLES) or id(result) in self._named:
+        method = entry.substitute == "method"  # a bound method, stored, never called: see policy
+        if (isinstance(result, _CALLABLES) and not method) or id(result) in self._named:
             self.refuse(opcode, result, f"a call of {entry.name} returned a callable")
         why = self.returned(entry, func, result)
         if why is not None:
@@ -452,6 +482,45 @@ def _latin1(text: str, encoding: str) -> bytes:
     return text.encode("latin1")
 
 
+def _bind(instance: Any, name: str) -> types.MethodType:
+    """``builtins.getattr`` for a bound method: the class's plain function, bound, without
+    any attribute lookup on the instance (its ``__getattr__`` or descriptors never run)."""
+    return types.MethodType(defined(type(instance), name), instance)
+
+
+class StandIn:
+    """What a load gets for a name the blocklist keeps and a rule does instead: protocols 0
+    and 1 spell ``cls.__new__(cls)`` as ``copyreg._reconstructor(cls, builtins.object, None)``,
+    which ``Rules`` does as NEWOBJ. Kept anywhere else, either is this inert marker, never
+    the real object (``object.__new__`` and ``copyreg`` reach everything)."""
+
+    def __init__(self, name: str) -> None:
+        self.name = name
+
+    def __repr__(self) -> str:
+        return f"<stand-in for {self.name}>"
+
+
+_MARKERS = {"reconstructor": StandIn("copyreg._reconstructor"), "base": StandIn("builtins.object")}
+
+
+def _sparse_tensor(layout: Any, data: tuple[Any, ...]) -> Any:
+    """``torch._utils._rebuild_sparse_tensor`` with torch's invariant checks on: torch's skips
+    them, to check at the end of ``torch.load``, which never runs here. Out-of-range indices
+    would read and write outside the values."""
+    import torch
+
+    if layout == torch.sparse_coo:
+        indices, values, size, *coalesced = data
+        return torch.sparse_coo_tensor(
+            indices, values, size, check_invariants=True, is_coalesced=next(iter(coalesced), None)
+        )
+    compressed, plain, values, size = data
+    return torch.sparse_compressed_tensor(
+        compressed, plain, values, size, layout=layout, check_invariants=True
+    )
+
+
 class Guarded(Rules):
     """``Rules`` on real objects: what ``load()`` and every restricted read run."""
 
@@ -463,12 +532,19 @@ class Guarded(Rules):
         self.tensor_stream = net.stream  # one bound method: the in-place reading checks identity
 
     def resolve(self, entry: Entry, obj: Any) -> Any:
-        substitutes = {"stream": self.tensor_stream, "latin1": _latin1}
+        substitutes = {"stream": self.tensor_stream, "latin1": _latin1, "method": _bind}
+        substitutes |= {"sparse": _sparse_tensor, **_MARKERS}
         return substitutes.get(entry.substitute or "", obj)
 
     def invoke(self, entry: Entry, func: Any, args: tuple[Any, ...]) -> Any:
         if entry.substitute == "scalar" and args[0].hasobject:  # it would return its argument
             self.refuse("REDUCE", func, "a numpy scalar of the object dtype")
+        if entry.substitute == "typed":  # (rebuild, torch.Tensor, its arguments, attributes)
+            rebuild, _, inner, attributes = args
+            tensor = self.invoke(self._named[id(rebuild)], rebuild, inner)
+            for key, value in attributes.items():  # scalars: nothing later can change them
+                setattr(tensor, key, value)
+            return tensor
         if entry.hooks_at is not None:  # the file's (empty) dict could be filled later
             args = (*args[: entry.hooks_at], collections.OrderedDict(), *args[entry.hooks_at + 1 :])
         return func(*args)
@@ -496,6 +572,8 @@ class Guarded(Rules):
         optim = sys.modules.get("torch.optim")
         if optim is not None and isinstance(inst, optim.Optimizer):
             upgrade_optimizer_state(inst, state)  # what apply() patches in for pickle.load
+        if entry.name == SEED_SEQUENCE:
+            state = self._seed_sequence_state(inst, state)
         setstate = getattr(type(inst), "__setstate__", None)
         if setstate is not None:
             step = _optimizer_step(inst)
@@ -507,6 +585,20 @@ class Guarded(Rules):
             inst.__dict__.update(state)
         for key, value in (slotstate or {}).items():
             setattr(inst, key, value)
+
+    def _seed_sequence_state(self, inst: Any, state: tuple[Any, ...]) -> Any:
+        """The state numpy makes for the same entropy, spawn key and sizes, if its pool is
+        the file's: the C-level setter takes the pool as given, and its size from another
+        field."""
+        import numpy
+
+        entropy, spawned, pool, size, key = state
+        fresh = numpy.random.SeedSequence(
+            entropy, spawn_key=key, pool_size=size, n_children_spawned=spawned
+        )
+        if not numpy.array_equal(fresh.pool, pool):
+            self.refuse("BUILD", inst, "its pool is not the one its entropy gives")
+        return fresh.__reduce__()[2]
 
     def _check_step(self, inst: Any, before: Any) -> None:
         """``Optimizer.__setstate__`` writes ``type(inst).step``: for every later instance.
@@ -618,4 +710,10 @@ def _classes() -> dict[str, Any]:  # a class, or a tuple of them for isinstance
         STORAGE: (torch.storage.TypedStorage, torch.UntypedStorage),
         "numpy.ndarray": numpy.ndarray,
         "numpy.dtype": numpy.dtype,
+        MASKED: numpy.ma.MaskedArray,
+        BOUND: types.MethodType,
+        MT19937: numpy.random.MT19937,
+        RANDOM_STATE: numpy.random.RandomState,
+        SEED_SEQUENCE: numpy.random.SeedSequence,
+        "torch.layout": torch.layout,
     }
