@@ -25,7 +25,7 @@ T = TypeVar("T")
 # skorch_loadfix` stays light, as the .pth auto-activation needs it to be.
 
 
-def load(file: File, *, allow: Iterable[object] = ()) -> Any:
+def load(file: File, *, allow: Iterable[object] = (), device: object = None) -> Any:
     """Unpickle a skorch net, or anything holding one, that may be malicious.
 
     Every level (the outer pickle, the net's blob in any of its formats, each tensor
@@ -34,7 +34,11 @@ def load(file: File, *, allow: Iterable[object] = ()) -> Any:
     built only as the policy says. The file's own ``torch_load_kwargs`` are ignored.
     A static audit runs first, so that a refused file raises ``UntrustedPickleError``,
     naming what it refuses, before anything is constructed.
+    A tensor saved on a device this machine lacks loads on the CPU, as skorch maps its
+    own; ``device`` loads every tensor onto it instead (see ``load_onto``).
     """
+    from .devices import outer_map_location
+    from .load_kwargs import load_onto
     from .safe.hook import guarding
     from .safe.memoryfile import MemoryFile
     from .safe.policy import policy
@@ -48,9 +52,13 @@ def load(file: File, *, allow: Iterable[object] = ()) -> Any:
         with guarding(where):
             refuse_untrusted(audit(data, trusted, where), where)
             with unreadable():  # allowed globals, but not a net's state, say
-                return Reader(None, {}, where, trusted).unpickler(MemoryFile(data), OUTER).load()
+                reader = Reader(outer_map_location(), {}, where, trusted)
+                return reader.unpickler(MemoryFile(data), OUTER).load()
 
-    return _reading(file, where, guarded)
+    if device is None:
+        return _reading(file, where, guarded)
+    with load_onto(device):
+        return _reading(file, where, guarded)
 
 
 def untrusted_globals(file: File, *, allow: Iterable[object] = ()) -> dict[str, str]:

@@ -21,6 +21,7 @@ import types
 from collections.abc import Callable
 from typing import IO, Any, cast
 
+from ..devices import net_device
 from ..errors import UntrustedPickleError
 from ..formats import BLOB
 from ..legacy import upgrade_state
@@ -58,8 +59,8 @@ def restore(
 ) -> None:
     """What ``NeuralNet.__setstate__`` does, reading the blob with ``Reader``."""
     upgrade_state(net, state)
-    # skorch's own device logic, so its DeviceWarnings stay as they were.
-    map_location = net_module.get_map_location(state["device"])
+    # skorch's own device logic, so its DeviceWarnings stay as they were; and load_onto().
+    map_location = net_device(net_module, state)
     state["device"] = net._check_device(state["device"], map_location)
     reader = Reader(map_location, load_kwargs, where, policy, like_skorch=like_skorch)
     state.update(reader.cuda_attributes(state.pop(BLOB)))
