@@ -116,7 +116,7 @@ def net_device(net_module: types.ModuleType, state: dict[str, Any]) -> torch.dev
     if onto is not None:
         state["device"] = onto
     map_location = net_module.get_map_location(state["device"])
-    return usable(map_location, "skorch_loadfix")
+    return usable(map_location, "skorch-loadfix")
 
 
 def load_from_bytes(
