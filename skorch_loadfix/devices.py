@@ -129,23 +129,22 @@ def load_from_bytes(
     nothing but a missing device, and the first error stands if that fails too.
     """
     onto = onto_device()
-    if onto is None:
-        if not remaps_devices():
-            return wrapped(*args, **kwargs)
-        try:
-            return wrapped(*args, **kwargs)
-        except RuntimeError as error:
-            failed = error
-        map_location: Any = remap
-    else:
-        map_location = usable(onto, "skorch_loadfix.load_onto()")
-    (data,) = args
+    if onto is not None:
+        return _load_from_bytes(args, usable(onto, "skorch_loadfix.load_onto()"))
+    if not remaps_devices():
+        return wrapped(*args, **kwargs)
     try:
-        return torch.load(io.BytesIO(data), map_location=map_location, weights_only=False)
-    except Exception:
-        if onto is None:
-            raise failed from None
-        raise
+        return wrapped(*args, **kwargs)
+    except RuntimeError as error:
+        try:
+            return _load_from_bytes(args, remap)
+        except Exception:
+            raise error from None
+
+
+def _load_from_bytes(args: tuple[Any, ...], map_location: Any) -> Any:
+    (data,) = args  # how a pickled storage calls it
+    return torch.load(io.BytesIO(data), map_location=map_location, weights_only=False)
 
 
 def instance_state(obj: object) -> dict[str, Any]:

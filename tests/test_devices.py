@@ -130,13 +130,15 @@ def _tensor_attribute(net: Any) -> None:
     net.class_weight_ = torch.ones(2)
 
 
+# Checkpoint writes these into the working directory by default: here, nothing.
+CHECKPOINT_FILES = ["f_params", "f_optimizer", "f_criterion", "f_history"]
 CASES: dict[str, Case] = {
     "plain": Case(leaks=False),
     "EarlyStopping(load_best=True)": Case(
         lambda: [skorch.callbacks.EarlyStopping(load_best=True, patience=1)], leaks=False
     ),
     "Checkpoint": Case(
-        lambda: [skorch.callbacks.Checkpoint(f_params=None, f_optimizer=None, f_history=None)],
+        lambda: [skorch.callbacks.Checkpoint(**dict.fromkeys(CHECKPOINT_FILES))],
         leaks=False,
     ),
     "EpochScoring cache": Case(after_fit=_cached_scores),
