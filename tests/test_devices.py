@@ -36,6 +36,7 @@ from skorch import NeuralNetClassifier
 from skorch.exceptions import DeviceWarning
 
 import skorch_loadfix
+from skorch_loadfix.__main__ import main
 from skorch_loadfix.demo_model import Block, Model
 from skorch_loadfix.formats import BLOB, dumps, dumps_state, getstate
 from skorch_loadfix.upgrade import Options, upgrade_file
@@ -82,6 +83,7 @@ def _chained(optimizer: Any, **kwargs: Any) -> Any:
 # function torch's CyclicLR pickles by name (torch >= 2.2), which load() does not list.
 ALLOW = [Model, Block, _decay, _sequential, _chained]
 ALLOW += ["torch.optim.lr_scheduler.CyclicLR._triangular_scale_fn"]
+ALLOW_NAMES = tuple(n if isinstance(n, str) else f"{n.__module__}.{n.__qualname__}" for n in ALLOW)
 SCHEDULER_ARGS: dict[str, dict[str, Any]] = {
     "LambdaLR": {"lr_lambda": _decay},
     "MultiplicativeLR": {"lr_lambda": _decay},
@@ -218,8 +220,7 @@ def _patched(read: Callable[[bytes], Any], **options: Any) -> Callable[[bytes], 
 def _upgraded(data: bytes, folder: Path) -> Any:
     source, target = folder / "gpu.pkl", folder / "upgraded.pkl"
     source.write_bytes(data)
-    names = tuple(n if isinstance(n, str) else f"{n.__module__}.{n.__qualname__}" for n in ALLOW)
-    upgrade_file(source, target, Options(allow=names, force=True))
+    upgrade_file(source, target, Options(allow=ALLOW_NAMES, force=True))
     with skorch_alone():
         return pickle.loads(target.read_bytes())  # the upgraded file, read by skorch alone
 
@@ -464,6 +465,22 @@ def test_load_onto_is_per_context(patched):
     with skorch_loadfix.load_onto("meta"):
         assert pickle.loads(data).device == "meta"
     assert pickle.loads(data).device == "cpu"
+
+
+def test_upgrade_device(tmp_path, capsys):
+    """``upgrade --device cpu``: no fallback from the GPU, so none of skorch's warnings."""
+    source, target = tmp_path / "gpu.pkl", tmp_path / "cpu.pkl"
+    source.write_bytes(gpu_pickle(fitted("LRScheduler(StepLR)").net))
+    names = [f"--allow={name}" for name in ALLOW_NAMES]
+    with pytest.warns(DeviceWarning):  # the control: the file's cuda, mapped by fallback
+        assert main(["upgrade", str(source), str(target), *names]) == 0
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", DeviceWarning)
+        assert main(["upgrade", str(source), str(target), "--force", "--device=cpu", *names]) == 0
+    with skorch_alone():
+        assert pickle.loads(target.read_bytes()).device == "cpu"
+    assert main(["upgrade", str(source), str(target), "--device=gpu0"]) == 2
+    assert "--device: 'gpu0' is not a device" in capsys.readouterr().err
 
 
 def test_the_issues_pipeline_in_joblib(tmp_path):
