@@ -14,7 +14,6 @@ import io
 import json
 import os
 import pickle
-import sys
 import warnings
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -611,11 +610,23 @@ def test_skorch_loadfix_1_in_a_fresh_process(tmp_path):
 
 
 def table(folder: Path) -> str:
-    """The table per callback x mode of the issue's closing note: ``python test_devices.py``."""
-    lines = ["| net | " + " | ".join(MODES) + " |", "|---" * (len(MODES) + 1) + "|"]
+    """The table per callback x mode of the issue's closing note: ``python test_devices.py``.
+
+    Two more columns: a fresh process with ``SKORCH_LOADFIX=1``, and a file pickled under
+    the patch, read by skorch alone in a fresh process.
+    """
+    columns = {mode: {name: outcome(name, mode, folder) for name in CASES} for mode in MODES}
+    files = {name: gpu_pickle(fitted(name).net) for name in CASES}
+    columns["SKORCH_LOADFIX=1"] = read_elsewhere(files, folder / "env", SKORCH_LOADFIX="1")
+    skorch_loadfix.apply()
+    try:
+        files = {name: gpu_pickle(fitted(name).net) for name in CASES}
+    finally:
+        skorch_loadfix.revert()
+    columns["written patched, read alone"] = read_elsewhere(files, folder / "w", **SKORCH_ALONE)
+    lines = ["| net | " + " | ".join(columns) + " |", "|---" * (len(columns) + 1) + "|"]
     for name in CASES:
-        cells = [outcome(name, mode, folder) for mode in MODES]
-        cells = [c if c == "loads" else c.split(":")[0] for c in cells]
+        cells = [column[name].split(":")[0] for column in columns.values()]
         lines.append(f"| {name} | " + " | ".join(cells) + " |")
     return "\n".join(lines)
 
@@ -623,6 +634,7 @@ def table(folder: Path) -> str:
 if __name__ == "__main__":
     import tempfile
 
-    sys.path.insert(0, str(Path(__file__).parent))
+    import test_devices  # its functions pickled by the name the fresh processes import
+
     with tempfile.TemporaryDirectory() as folder:
-        print(table(Path(folder)))
+        print(test_devices.table(Path(folder)))
