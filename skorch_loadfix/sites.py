@@ -78,7 +78,8 @@ def plan(net_module: types.ModuleType, skorch_version: str) -> list[Patch]:
     what = "fills in the `defaults` that optimizers pickled by torch 1.0 lack"
     site = CallSite("torch.optim.Optimizer.__setstate__", what)
     patches.append(Patch(torch.optim.Optimizer, "__setstate__", site, legacy.optimizer_setstate))
-    what = "a storage whose device this machine lacks loads on the CPU, with a DeviceWarning; "
+    what = "a storage whose device this machine lacks loads on the CPU, with a DeviceWarning "
+    what += "(unless apply(remap_devices=False)); "
     what += "load_onto() sends every storage to its device"
     site = CallSite("torch.storage._load_from_bytes", what)
     patches.append(Patch(torch.storage, "_load_from_bytes", site, devices.load_from_bytes))
