@@ -599,16 +599,17 @@ def test_written_under_the_patch_loads_with_unpatched_skorch(tmp_path):
 
 
 def test_pr_1150_patch_is_listed_and_reverted():
-    lr = skorch.callbacks.LRScheduler
-    assert "__getstate__" not in vars(lr)
+    owners = [skorch.callbacks.LRScheduler, skorch.callbacks.EpochScoring]
+    assert not any("__getstate__" in vars(owner) for owner in owners)
     skorch_loadfix.apply()
     try:
-        sites = [site.name for site in skorch_loadfix.status().sites]
-        assert "LRScheduler.__getstate__" in sites and "torch.storage._load_from_bytes" in sites
-        assert "__getstate__" in vars(lr)
+        sites = {site.name for site in skorch_loadfix.status().sites}
+        assert {f"{owner.__name__}.__getstate__" for owner in owners} <= sites
+        assert "torch.storage._load_from_bytes" in sites
+        assert all("__getstate__" in vars(owner) for owner in owners)
     finally:
         skorch_loadfix.revert()
-    assert "__getstate__" not in vars(lr)
+    assert not any("__getstate__" in vars(owner) for owner in owners)
     assert not hasattr(torch.storage._load_from_bytes, "__wrapped__")
 
 
