@@ -35,11 +35,12 @@ class _SkorchWatcher:
             _apply(self.activation)
 
 
-def options_from_environment() -> tuple[dict[str, object] | None, bool]:
-    """``SKORCH_LOADFIX_KWARGS``, checked: apply()'s ``torch_load_kwargs`` and ``strict``."""
+def options_from_environment() -> tuple[dict[str, object] | None, bool, bool]:
+    """``SKORCH_LOADFIX_KWARGS``, checked: apply()'s ``torch_load_kwargs``, ``strict`` and
+    ``remap_devices``."""
     text = os.environ.get(OPTIONS_VARIABLE, "")
     if not text:
-        return None, False
+        return None, False, True
     import json
 
     try:
@@ -51,26 +52,28 @@ def options_from_environment() -> tuple[dict[str, object] | None, bool]:
         ) from None
     kwargs = options.get("torch_load_kwargs") if isinstance(options, dict) else None
     strict = options.get("strict", False) if isinstance(options, dict) else None
+    remap = options.get("remap_devices", True) if isinstance(options, dict) else None
     if (
         not isinstance(options, dict)
-        or not set(options) <= {"torch_load_kwargs", "strict"}
+        or not set(options) <= {"torch_load_kwargs", "strict", "remap_devices"}
         or not isinstance(kwargs, (dict, type(None)))
         or not isinstance(strict, bool)
+        or not isinstance(remap, bool)
     ):
         raise ValueError(
             f"{OPTIONS_VARIABLE} must be a JSON object with apply()'s keyword arguments, "
-            f"'torch_load_kwargs' (an object) and 'strict' (true or false), such as "
-            f"{OPTIONS_EXAMPLE}; got {text!r}"
+            f"'torch_load_kwargs' (an object), 'strict' and 'remap_devices' (true or false), "
+            f"such as {OPTIONS_EXAMPLE}; got {text!r}"
         )
-    return kwargs, strict
+    return kwargs, strict, remap
 
 
 def _apply(activation: str) -> None:
     try:
         from skorch_loadfix.patching import activate
 
-        kwargs, strict = options_from_environment()
-        activate(activation, kwargs, strict=strict)
+        kwargs, strict, remap = options_from_environment()
+        activate(activation, kwargs, strict=strict, remap_devices=remap)
     except Exception as exc:  # never break the user's import of skorch
         sys.stderr.write(
             f"skorch-loadfix: could not apply the fix ({activation}): {type(exc).__name__}: {exc}\n"

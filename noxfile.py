@@ -44,8 +44,11 @@ ONCE = ["tests/test_hook.py", "tests/test_programs.py"]
 # test_activation.py builds venvs and worker pools (once, on REFERENCE_TORCH); test_cluster.py
 # needs dask and ray (the cluster session).
 ELSEWHERE = [*ONCE, "tests/test_activation.py", "tests/test_cluster.py"]
-# What every column runs: round trips, warnings, patches and kwargs on that torch.
-CORE = ["tests/test_loading.py", "tests/test_patching.py", "tests/test_kwargs.py"]
+# What every column runs: round trips, warnings, patches, kwargs and devices on that torch.
+CORE = [
+    *("tests/test_loading.py", "tests/test_patching.py", "tests/test_kwargs.py"),
+    "tests/test_devices.py",  # nets saved on a GPU, read on a CPU-only machine
+]
 SKORCH = ["0.12.1", "0.14.0", "1.0.0", "1.1.0", "1.2.0", "1.3.1", "1.4.0"]
 # One release per generation of load paths (no torch_load_kwargs; ignored by __setstate__;
 # plain-pickle blobs).
@@ -63,7 +66,7 @@ COLUMNS = {
 # The lower bounds in pyproject.toml, installed together on the oldest torch
 # (pytest 9 needs packaging >= 24).
 OLDEST_DEPS = ["scikit-learn==1.5.2", "wrapt==1.14.1", "packaging==20.0", "pytest<9"]
-TEST_DEPS = ["pytest", "pytest-xdist", "hypothesis", "numpy", "pandas"]
+TEST_DEPS = ["pytest", "pytest-xdist", "hypothesis", "numpy", "pandas", "cloudpickle"]
 # What skorch 1.4.0's own test modules import (its `testing` extra, less the hub ones), so
 # that none of its tests skips for a missing package; sacred imports pkg_resources.
 SUITE_DEPS = [

@@ -11,7 +11,7 @@ and load pickled nets you don't trust with every global checked at every level:
 from __future__ import annotations
 
 from .errors import UntrustedPickleError
-from .load_kwargs import torch_load_kwargs
+from .load_kwargs import load_onto, torch_load_kwargs
 from .patching import apply, is_applied, revert, status
 from .status import CallSite, Status
 from .untrusted import load, post_load_effects, untrusted_globals
@@ -23,6 +23,7 @@ __all__ = [
     "apply",
     "is_applied",
     "load",
+    "load_onto",
     "post_load_effects",
     "revert",
     "status",

@@ -3,6 +3,10 @@
 Precedence, first that is set wins: the caller's ``torch_load_kwargs()`` block, the
 net's own ``torch_load_kwargs``, the default given to ``apply()``, the installed
 skorch's default. ``weights_only`` is always filled in, so torch never has to guess it.
+
+Where a pickled net's tensors go is not a kwarg: skorch passes its own ``map_location``,
+the net's device. The caller names another with ``load_onto()``, which wins over the
+device stored in the file as the caller's kwargs win over the file's.
 """
 
 from __future__ import annotations
@@ -15,8 +19,12 @@ from typing import Any
 _caller: contextvars.ContextVar[dict[str, Any] | None] = contextvars.ContextVar(
     "skorch_loadfix.caller_kwargs", default=None
 )
+_onto: contextvars.ContextVar[str | None] = contextvars.ContextVar(
+    "skorch_loadfix.load_onto", default=None
+)
 _process_default: dict[str, Any] | None = None
 _strict = False
+_remap_devices = True
 
 
 def checked(kwargs: object, where: str, *, in_memory: bool = False) -> dict[str, Any]:
@@ -38,7 +46,8 @@ def checked(kwargs: object, where: str, *, in_memory: bool = False) -> dict[str,
     if "map_location" in kwargs:
         raise ValueError(
             f"{where}: torch_load_kwargs must not contain 'map_location'; skorch maps "
-            "tensors to the net's device, so set device=... on the net instead"
+            "tensors to the net's device, so set device=... on the net instead, or "
+            "unpickle it inside skorch_loadfix.load_onto(device)"
         )
     if in_memory and kwargs.get("mmap"):
         raise ValueError(
@@ -78,11 +87,17 @@ def effective(
     return dict(fallback())
 
 
-def set_process_default(kwargs: Mapping[str, Any] | None, *, strict: bool = False) -> None:
+def set_process_default(
+    kwargs: Mapping[str, Any] | None, *, strict: bool = False, remap_devices: bool = True
+) -> None:
     """``strict``: a pickled net's own ``torch_load_kwargs`` no longer count (see ``apply``)."""
-    global _process_default, _strict
+    global _process_default, _strict, _remap_devices
+    if not isinstance(remap_devices, bool):
+        raise TypeError(
+            f"skorch_loadfix.apply(): remap_devices must be True or False, not {remap_devices!r}"
+        )
     _process_default = None if kwargs is None else checked(kwargs, "skorch_loadfix.apply()")
-    _strict = strict
+    _strict, _remap_devices = strict, remap_devices
 
 
 def process_default() -> dict[str, Any] | None:
@@ -98,6 +113,50 @@ def caller_kwargs() -> dict[str, Any] | None:
 
 def is_strict() -> bool:
     return _strict
+
+
+def remaps_devices() -> bool:
+    """``apply(remap_devices=...)``: see ``devices.load_from_bytes``."""
+    return _remap_devices
+
+
+def onto() -> str | None:
+    """The device ``load_onto()`` names in this context, if any."""
+    return _onto.get()
+
+
+@contextmanager
+def load_onto(device: Any) -> Iterator[None]:
+    """Unpickle nets inside the block onto ``device``, whatever device they were saved on.
+
+    Every level: the blob, its tensor streams, and the tensors outside it (callbacks,
+    custom attributes), with ``net.device`` set to ``device``; under the patch, in
+    ``load()`` and in ``upgrade --device``. A device this machine lacks falls back to
+    the CPU with skorch's ``DeviceWarning``, as skorch's own does. A context variable, as
+    ``torch_load_kwargs()`` is. ``net.load_params`` keeps mapping to ``net.device``.
+
+    >>> with load_onto("cpu"):  # doctest: +SKIP
+    ...     net = pickle.load(f)  # trained on a GPU, served on a CPU with a GPU
+    """
+    token = _onto.set(checked_device(device, "skorch_loadfix.load_onto()"))
+    try:
+        yield
+    finally:
+        _onto.reset(token)
+
+
+def checked_device(device: object, where: str) -> str:
+    """``device`` as ``net.device`` will hold it, or fail naming ``where`` and the fix."""
+    import torch
+
+    try:
+        parsed = torch.device(device)  # type: ignore[call-overload]
+    except (RuntimeError, TypeError, ValueError) as exc:
+        raise ValueError(
+            f"{where}: {device!r} is not a device ({exc}); pass one such as 'cpu', "
+            "'cuda', 'cuda:1', 'mps' or a torch.device"
+        ) from None
+    return device if isinstance(device, str) else str(parsed)
 
 
 @contextmanager

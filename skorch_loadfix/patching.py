@@ -50,7 +50,9 @@ class _Layer:
 
     def install(self) -> None:
         owner, name = self.patch.owner, self.patch.attribute
-        self.wrapper = wrapt.FunctionWrapper(getattr(owner, name), self)
+        target = getattr(owner, name) if self.patch.wraps is None else self.patch.wraps
+        proxy = _ByName if isinstance(owner, types.ModuleType) else wrapt.FunctionWrapper
+        self.wrapper = proxy(target, self)
         setattr(owner, name, self.wrapper)
 
     def remove(self) -> None:
@@ -70,26 +72,51 @@ class _Layer:
             setattr(owner, name, self.original)
 
 
-def apply(*, torch_load_kwargs: Mapping[str, Any] | None = None, strict: bool = False) -> None:
+class _ByName(wrapt.FunctionWrapper):  # type: ignore[type-arg]
+    """A module's function, wrapped: pickled by its name, as the function itself is
+    (``torch.storage._load_from_bytes`` is how every pickled tensor names its storage)."""
+
+    def __reduce_ex__(self, protocol: Any) -> str:
+        return str(self.__qualname__)
+
+    def __reduce__(self) -> str:
+        return str(self.__qualname__)
+
+
+def apply(
+    *,
+    torch_load_kwargs: Mapping[str, Any] | None = None,
+    strict: bool = False,
+    remap_devices: bool = True,
+) -> None:
     """Make every ``torch.load`` skorch does honour ``torch_load_kwargs``.
 
     Patches skorch now if it is imported, else the moment ``skorch.net`` is.
     Idempotent and thread-safe; ``torch_load_kwargs`` becomes the process-wide
     default for nets that carry none, and ``strict`` whether unpickling ignores the
-    kwargs a pickled net carries and audits its blob first (each call replaces both).
+    kwargs a pickled net carries and audits its blob first (each call replaces all three).
     ``strict`` cannot restrict the outer pickle, which is the caller's own
     ``pickle.load``: for files you don't trust, use ``skorch_loadfix.load()``.
+    ``remap_devices``: a tensor in the outer pickle that torch cannot load, because the
+    device it was saved on is missing here, loads on the CPU with a ``DeviceWarning``
+    instead of failing (see ``skorch_loadfix.devices``).
     """
-    activate("apply()", torch_load_kwargs, strict=strict)
+    activate("apply()", torch_load_kwargs, strict=strict, remap_devices=remap_devices)
 
 
 def activate(
-    activation: str, torch_load_kwargs: Mapping[str, Any] | None = None, *, strict: bool = False
+    activation: str,
+    torch_load_kwargs: Mapping[str, Any] | None = None,
+    *,
+    strict: bool = False,
+    remap_devices: bool = True,
 ) -> None:
     """``apply()``, noting how it was asked for; ``status()`` names the first."""
     global _wanted, _hook_registered, _activated_by
     with _lock:
-        load_kwargs.set_process_default(torch_load_kwargs, strict=strict)
+        load_kwargs.set_process_default(
+            torch_load_kwargs, strict=strict, remap_devices=remap_devices
+        )
         _wanted, _activated_by = True, _activated_by or activation
         if not _hook_registered:
             # wrapt can't unregister a hook: it stays, and does nothing unless wanted.

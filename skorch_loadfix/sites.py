@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import contextvars
 import inspect
+import sys
 import types
 import warnings
 from collections.abc import Callable, Iterator, Mapping
@@ -18,7 +19,7 @@ from typing import Any
 import torch
 from packaging.version import Version
 
-from . import legacy
+from . import devices, legacy
 from .formats import BLOB
 from .load_kwargs import checked, effective, is_strict
 from .safe.policy import policy as make_policy
@@ -34,10 +35,11 @@ Wrapper = Callable[[Callable[..., Any], Any, tuple[Any, ...], dict[str, Any]], A
 
 @dataclass(frozen=True)
 class Patch:
-    owner: type
+    owner: type | types.ModuleType
     attribute: str
     site: CallSite
     wrapper: Wrapper
+    wraps: Callable[..., Any] | None = None  # what to wrap instead of owner.attribute
 
 
 def plan(net_module: types.ModuleType, skorch_version: str) -> list[Patch]:
@@ -76,6 +78,28 @@ def plan(net_module: types.ModuleType, skorch_version: str) -> list[Patch]:
     what = "fills in the `defaults` that optimizers pickled by torch 1.0 lack"
     site = CallSite("torch.optim.Optimizer.__setstate__", what)
     patches.append(Patch(torch.optim.Optimizer, "__setstate__", site, legacy.optimizer_setstate))
+    what = "a storage whose device this machine lacks loads on the CPU, with a DeviceWarning "
+    what += "(unless apply(remap_devices=False)); "
+    what += "load_onto() sends every storage to its device"
+    site = CallSite("torch.storage._load_from_bytes", what)
+    patches.append(Patch(torch.storage, "_load_from_bytes", site, devices.load_from_bytes))
+    patches += _forgetting_on_pickle()
+    return patches
+
+
+def _forgetting_on_pickle() -> list[Patch]:
+    """skorch PR #1150's ``__getstate__``, for each callback whose skorch has none of its own."""
+    patches = []
+    for name, attributes in devices.REBUILT.items():
+        module, _, qualname = name.rpartition(".")
+        owner = getattr(sys.modules.get(module), qualname, None)
+        if owner is None or "__getstate__" in vars(owner):
+            continue
+        dropped = ", ".join(attributes)
+        what = f"pickles without {dropped}, rebuilt in training (skorch PR #1150)"
+        site = CallSite(f"{qualname}.__getstate__", what)
+        wrapper = devices.forgetting(attributes)
+        patches.append(Patch(owner, "__getstate__", site, wrapper, devices.instance_state))
     return patches
 
 

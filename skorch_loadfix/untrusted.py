@@ -28,7 +28,7 @@ T = TypeVar("T")
 # skorch_loadfix` stays light, as the .pth auto-activation needs it to be.
 
 
-def load(file: File, *, allow: Iterable[object] = ()) -> Any:
+def load(file: File, *, allow: Iterable[object] = (), device: object = None) -> Any:
     """Unpickle a skorch net, or anything holding one, that may be malicious.
 
     Every level (the outer pickle, the net's blob in any of its formats, each tensor
@@ -40,6 +40,8 @@ def load(file: File, *, allow: Iterable[object] = ()) -> Any:
     ``load_params`` of the net (``LoadInitState`` at ``fit``) runs with the file's.
     A static audit runs first, so that a refused file raises ``UntrustedPickleError``,
     naming what it refuses, before anything is constructed.
+    A tensor saved on a device this machine lacks loads on the CPU, as skorch maps its
+    own; ``device`` loads every tensor onto it instead (see ``load_onto``).
 
     Raises:
         UntrustedPickleError: the file names or does what the policy does not allow;
@@ -52,7 +54,8 @@ def load(file: File, *, allow: Iterable[object] = ()) -> Any:
         TypeError: ``file`` is neither a path nor a file opened in binary mode.
         ValueError: ``allow`` names something on the hard blocklist (``os.system``, ...).
     """
-    from .load_kwargs import caller_kwargs
+    from .devices import outer_map_location
+    from .load_kwargs import caller_kwargs, load_onto
     from .safe.hook import guarding
     from .safe.memoryfile import MemoryFile
     from .safe.policy import policy
@@ -61,15 +64,18 @@ def load(file: File, *, allow: Iterable[object] = ()) -> Any:
 
     where = "skorch_loadfix.load()"
     trusted = policy(allow)
-    reader = Reader(None, caller_kwargs() or {}, where, trusted)
 
     def guarded(data: bytes | memoryview) -> Any:
         with guarding(where):
             refuse_untrusted(audit(data, trusted, where), where)
             with unreadable():  # allowed globals, but not a net's state, say
+                reader = Reader(outer_map_location(), caller_kwargs() or {}, where, trusted)
                 return reader.unpickler(MemoryFile(data), OUTER).load()
 
-    return _reading(file, where, guarded)
+    if device is None:
+        return _reading(file, where, guarded)
+    with load_onto(device):
+        return _reading(file, where, guarded)
 
 
 def untrusted_globals(file: File, *, allow: Iterable[object] = ()) -> dict[str, str]:

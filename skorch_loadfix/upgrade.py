@@ -28,6 +28,8 @@ from typing import Any
 
 import numpy as np
 
+from .load_kwargs import checked_device, load_onto
+
 # What a fresh interpreter runs for --check: no skorch_loadfix anywhere in it.
 _CHECK = """
 import json, pickle, sys
@@ -65,6 +67,7 @@ class Options:
     trusted: bool = False
     force: bool = False
     check: bool = False
+    device: str | None = None  # load_onto(): where the net and all its tensors go
 
 
 def upgrade_file(source: Path, target: Path, options: Options) -> str:
@@ -73,7 +76,9 @@ def upgrade_file(source: Path, target: Path, options: Options) -> str:
         raise UsageError("OUT is IN: upgrade never overwrites its input; name another OUT")
     if target.exists() and not options.force:
         raise UsageError(f"{target} exists; pass --force to replace it")
-    net = _load(source, options)
+    onto = contextlib.nullcontext() if options.device is None else load_onto(options.device)
+    with onto:
+        net = _load(source, options)
     try:
         if options.format == "pickle":
             data = pickle.dumps(net)
@@ -324,6 +329,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument("--force", action="store_true", help="replace an existing OUT")
     parser.add_argument(
+        "--device",
+        help="load the net and every tensor it holds onto this device (cpu, cuda:1, mps), "
+        "whatever device it was saved on; net.device is set to it",
+    )
+    parser.add_argument(
         "--check",
         action="store_true",
         help="load the result in a fresh interpreter without skorch-loadfix and compare "
@@ -333,8 +343,15 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     """Exit status: 0 done, 1 a file failed, 2 a usage error."""
-    options = Options(args.format, tuple(args.allow), args.trusted, args.force, args.check)
+    options = Options(
+        args.format, tuple(args.allow), args.trusted, args.force, args.check, args.device
+    )
     source: Path = args.source
+    if args.device is not None:
+        try:
+            checked_device(args.device, "--device")
+        except ValueError as exc:
+            return _usage(str(exc))
     if not source.exists():
         return _usage(f"{source} does not exist")
     if source.is_dir():

@@ -101,7 +101,7 @@ def test_runtime_env_keeps_what_you_have():
 def test_runtime_env_options_round_trip(monkeypatch):
     env = runtime_env(torch_load_kwargs={"weights_only": False}, strict=True)["env_vars"]
     monkeypatch.setenv(OPTIONS_VARIABLE, env[OPTIONS_VARIABLE])
-    assert options_from_environment() == ({"weights_only": False}, True)
+    assert options_from_environment() == ({"weights_only": False}, True, True)
 
 
 @pytest.mark.parametrize(

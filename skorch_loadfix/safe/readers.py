@@ -21,6 +21,7 @@ import types
 from collections.abc import Callable
 from typing import IO, Any, cast
 
+from ..devices import net_device
 from ..errors import UntrustedPickleError
 from ..formats import BLOB
 from ..legacy import upgrade_merged_state, upgrade_state
@@ -69,8 +70,8 @@ def restore(
         kind = type(state["_kwargs"]).__name__  # legacy reads its items: a dict's own only
         raise UntrustedPickleError(where, {MERGED: f"{KWARGS_NOT_DICT}, not a {kind}"})
     upgrade_state(net, state)
-    # skorch's own device logic, so its DeviceWarnings stay as they were.
-    map_location = net_module.get_map_location(state["device"])
+    # skorch's own device logic, so its DeviceWarnings stay as they were; and load_onto().
+    map_location = net_device(net_module, state)
     state["device"] = net._check_device(state["device"], map_location)
     reader = Reader(map_location, load_kwargs, where, policy, like_skorch=like_skorch)
     blob = state.pop(BLOB)
