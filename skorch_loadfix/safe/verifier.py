@@ -25,6 +25,7 @@ from typing import Any
 from ..errors import UntrustedPickleError
 from ..formats import BLOB
 from .archive import data_pickle, refusals
+from .described import STORAGE_TYPES, DType, Storage
 from .memoryfile import MemoryFile
 from .policy import Entry, Policy, Refused, translated
 from .unpickler import BLOB_KEYS, Rules, unfilled
@@ -84,8 +85,8 @@ class Symbolic(Rules):
 
     def find_class(self, module: str, name: str) -> Any:
         self.audit.findings.seen[self.level].add(translated(module, name))
-        if self.torch_stream and module == "torch" and name.endswith("Storage"):
-            return _StorageType()  # torch's wrapper answers these itself, not find_class
+        if self.torch_stream and name in STORAGE_TYPES:  # as torch's find_class: any module
+            return _StorageType(name)  # torch's wrapper answers these itself, not find_class
         return super().find_class(module, name)
 
     def refused_global(self, refused: Refused) -> Any:
@@ -175,12 +176,28 @@ class Symbolic(Rules):
     def storage(self, pid: tuple[Any, ...]) -> Any:
         return Made(Entry(STORAGE_SYMBOL, "function"), pid)
 
+    def storage_kind(self, obj: Any) -> str | None:
+        return obj.name if isinstance(obj, _StorageType) else None
+
+    def storage_made(self, result: Any, storage: Storage) -> str | None:
+        self.audit.storages[id(result)] = (result, storage)  # for the level that streamed it
+        return None
+
+    def streamed(self, result: Any) -> Storage | None:
+        return self.audit.storages.get(id(result), (None, None))[1]
+
+    def rebuild(self, inst: Any, built: DType | tuple[Any, ...]) -> None:
+        inst.state = built  # what the object holds: walked for kept views
+
 
 class _StorageType:
     """torch's ``StorageType``: named inside torch streams, pushed, never called or built.
 
     Not ``Opaque``: nothing was refused, so every rule still applies to it.
     """
+
+    def __init__(self, name: str) -> None:
+        self.name = name
 
 
 class Audit:
@@ -190,6 +207,7 @@ class Audit:
         self.policy, self.where = policy, where
         self.findings = Findings()
         self.restored: set[int] = set()  # ids of the nets whose blob the loader consumes
+        self.storages: dict[int, tuple[Made, Storage]] = {}  # each storage made, described
 
     def refuse(self, name: str, why: str) -> None:
         self.findings.refused.setdefault(name, why)
@@ -242,7 +260,8 @@ class Audit:
             if refused:  # torch.load would never read such an archive for the loader
                 self.findings.refused.update(refused)
                 return Opaque()
-            return self._pickle(io.BytesIO(data_pickle(data)), level, torch_stream=True)
+            pickled = io.BytesIO(data_pickle(data))  # its storages are in the rest of the zip
+            return self._pickle(pickled, level, torch_stream=True, room=len(data))
         file = MemoryFile(data)
         # magic number, protocol, sys_info, the object, storage keys; raw storages follow.
         if self._pickle(file, level) != TORCH_MAGIC:
@@ -259,10 +278,17 @@ class Audit:
         return found[2]
 
     def _pickle(
-        self, file: Any, level: str, *, torch_stream: bool = False, keys: set[str] | None = None
+        self,
+        file: Any,
+        level: str,
+        *,
+        torch_stream: bool = False,
+        keys: set[str] | None = None,
+        room: int | None = None,
     ) -> Any:
-        """``keys`` collects the key of each storage id the pickle reads."""
-        unpickler = Symbolic(file, self, level, torch_stream=torch_stream)
+        """``keys`` collects the key of each storage id the pickle reads; ``room``: the bytes
+        the level holds, if more than ``file``'s."""
+        unpickler = Symbolic(file, self, level, torch_stream=torch_stream, room=room)
         try:
             return unpickler.load()
         except UntrustedPickleError as error:  # a rule broken: this level stops here
