@@ -18,7 +18,9 @@ runs the very same code), and the loader builds the object from the description 
 
 from __future__ import annotations
 
+import array
 import re
+import sys
 from dataclasses import dataclass
 from math import prod
 from typing import Any
@@ -181,6 +183,18 @@ def buffer_error(data: Any, dtype: DType | None, shape: Any) -> str | None:
     if type(data) not in (bytes, bytearray) or len(data) != needed:
         return f"it takes exactly the {needed} bytes its shape and dtype need"
     return None
+
+
+def scalar_error(data: Any, dtype: DType | None) -> str | None:
+    """Why ``data`` is no scalar of ``dtype``: ``buffer_error``'s, or, for text, a code point
+    beyond Unicode's (numpy would fail to make the ``str``)."""
+    why = buffer_error(data, dtype, ())
+    if why is not None or dtype is None or dtype.kind != "U":
+        return why
+    codes = array.array("I", data)  # 4-byte units on every platform numpy supports
+    if dtype.order != ("<" if sys.byteorder == "little" else ">"):
+        codes.byteswap()
+    return "its text must be Unicode code points" if max(codes, default=0) > 0x10FFFF else None
 
 
 # torch's StorageType(name) knows exactly these (torch.storage._storage_type_to_dtype_map):

@@ -38,6 +38,7 @@ from .described import (
     buffer_error,
     device_error,
     dtype_named,
+    scalar_error,
     shape_error,
     tensor_error,
 )
@@ -81,7 +82,7 @@ class Entry:
     slotstate: bool = False
     container: Literal["dict", "list", "set"] | None = None
     returns: str | None = None  # a function: the class of what it creates, which may be built
-    substitute: str | None = None  # the unpickler calls instead: "latin1", "stream", "frombuffer"
+    substitute: str | None = None  # "latin1", "stream", "frombuffer"; "bytes": the audit's too
     hooks_at: int | None = None  # the backward-hooks argument, replaced by a fresh empty dict
     subtypes: bool = False  # a call may return an instance of a subclass (numpy dtypes)
     describe: Describe | None = None  # a C-backed result: its description, from checked args
@@ -293,7 +294,7 @@ def _an_array(facts: Facts, args: tuple[Any, ...]) -> Array:
 def _scalar(facts: Facts, args: tuple[Any, ...]) -> str | None:
     if len(args) != 2 or facts.created(args[0]) != "numpy.dtype":
         return "takes a dtype made in this load and bytes"
-    return buffer_error(args[1], facts.described(args[0]), ())
+    return scalar_error(args[1], facts.described(args[0]))
 
 
 def _frombuffer(facts: Facts, args: tuple[Any, ...]) -> str | None:
@@ -487,6 +488,8 @@ _HAND: list[Entry] = [
     *_entries("class", "builtins.dict", args=_one_literal_container, container="dict"),
     *_entries("class", "builtins.tuple", args=_one_literal_container),
     *_entries("class", "builtins.bytearray", args=_bytearray),
+    # Protocol 2 spells b"" as bytes(): the audit makes it too (a substitute).
+    *_entries("class", "builtins.bytes", args=_shape(), substitute="bytes"),
     *_entries("class", "builtins.complex", args=_complex),
     *_entries("class", "builtins.slice", args=_slice),
     *_entries("class", "builtins.range", args=_range),

@@ -9,6 +9,7 @@ The file's own tuples never reach numpy's ``__setstate__``.
 from __future__ import annotations
 
 import functools
+import math
 from typing import Any
 
 from .described import STORAGE_TYPES, DType, Storage
@@ -30,24 +31,27 @@ def dtype(inst: Any, built: DType) -> str | None:
 def array(inst: Any, shape: tuple[int, ...], fortran: bool, dtype: Any, data: Any) -> str | None:
     """Fill the empty array ``inst`` with the checked ``data`` (bytes or a list of objects)."""
     type(inst).__setstate__(inst, (1, shape, dtype, fortran, data))
-    if inst.shape != shape or inst.dtype is not dtype or not inst.flags.owndata:
-        return "numpy built another array"
-    return None
+    # numpy may swap a non-native byte order to the native one, as its own unpickling does
+    same = inst.shape == shape and inst.dtype.itemsize == dtype.itemsize
+    return None if same and inst.flags.owndata else "numpy built another array"
 
 
 def frombuffer(buffer: Any, dtype: Any, shape: Any, order: str, axis_order: Any = None) -> Any:
     """numpy's ``_frombuffer``, on checked arguments, copied so that the array owns its bytes
-    (read-only where numpy's own would be: a bytes buffer)."""
+    (read-only where numpy's own would be: a bytes buffer). Without bytes (no elements, or
+    item size 0, which ``numpy.frombuffer`` refuses) the array is shaped as numpy's own."""
     import numpy
 
-    if dtype.itemsize == 0:  # numpy.frombuffer refuses item size 0; there are no bytes to copy
-        return numpy.empty(shape, dtype, order="F" if order == "F" else "C")
-    flat = numpy.frombuffer(buffer, dtype=dtype)
+    count = math.prod(shape)
+    if count and dtype.itemsize:
+        flat = numpy.frombuffer(buffer, dtype=dtype)
+    else:
+        flat = numpy.empty(count, dtype)
     if order == "K":
         shaped = flat.reshape(shape, order="C").transpose(axis_order)
     else:
         shaped = flat.reshape(shape, order=order)  # type: ignore[call-overload]
-    result = shaped.copy(order="K")
+    result = shaped.copy(order="K") if shaped.nbytes else shaped
     result.flags.writeable = type(buffer) is not bytes
     return result
 

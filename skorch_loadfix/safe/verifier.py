@@ -108,6 +108,8 @@ class Symbolic(Rules):
     def invoke(self, entry: Entry, func: Any, args: tuple[Any, ...]) -> Any:
         if entry.substitute == "latin1":
             return args[0].encode("latin1")
+        if entry.substitute == "bytes":
+            return b""
         if entry.substitute == "stream":
             return self.audit.stream(args[0])
         return Made(entry, args)

@@ -1,0 +1,339 @@
+"""Issue 16, items 1, 3 and 4: numpy's and torch's C code never takes a state the file chose,
+the audit answers as the loader does, and a small file costs little.
+
+Each family is refused by ``load()`` and by the audit at every level it fits, by strict mode,
+and by ``apply()`` with ``weights_only`` in a ``torch.save`` blob. Each has its control: plain
+``pickle.load`` of the same bytes, in a subprocess (it may crash, or allocate), shows the
+effect the refusal prevents.
+"""
+
+from __future__ import annotations
+
+import encodings.cp437  # noqa: F401  zipfile decodes the names of replaced() zips with it
+import functools
+import io
+import json
+import pickle
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import payloads as payload_module
+import pytest
+import torch
+from models import fit
+from payloads import (
+    BLOB_LEVEL,
+    OUTER,
+    _partial,
+    _Stream,
+    _torch_save,
+    dag,
+    legacy_stream,
+    nested,
+    numpy_dtype,
+    placed,
+    replaced,
+    soundness,
+    storage,
+    tensor,
+    torch_streams,
+)
+
+import skorch_loadfix
+from skorch_loadfix import UntrustedPickleError
+from skorch_loadfix.demo_model import Block, Model
+from skorch_loadfix.inspection import inspect_file
+from skorch_loadfix.safe.described import STORAGE_TYPES
+
+ALLOW = [Model, Block]
+FAMILIES = {payload.family: payload for payload in [*soundness(), *torch_streams()]}
+CASES = [(family, level) for family, payload in FAMILIES.items() for level in payload.levels]
+NUMPY = [payload.family for payload in soundness() if b"numpy" in payload.data]
+
+
+@pytest.fixture(scope="module")
+def net():
+    return fit()
+
+
+def file_with(family: str, level: str, net) -> bytes:
+    return placed(FAMILIES[family].data, level, net, net.__getstate__())
+
+
+def assert_names(refused: dict[str, str], family: str, level: str) -> None:
+    payload = FAMILIES[family]
+    assert payload.refused in refused, refused
+    assert f"in the {payload.level_refused(level)}" in refused[payload.refused], refused
+
+
+@pytest.mark.parametrize(("family", "level"), CASES)
+def test_load_and_the_audit_refuse(net, family, level):
+    data = file_with(family, level, net)
+    assert_names(skorch_loadfix.untrusted_globals(io.BytesIO(data), allow=ALLOW), family, level)
+    with pytest.raises(UntrustedPickleError) as error:
+        skorch_loadfix.load(io.BytesIO(data), allow=ALLOW)
+    assert_names(error.value.refused, family, level)
+
+
+def nested_load(data: bytes, *, strict: bool) -> None:
+    skorch_loadfix.apply(strict=strict)
+    try:
+        with skorch_loadfix.torch_load_kwargs(weights_only=True):
+            pickle.loads(data)
+    finally:
+        skorch_loadfix.revert()
+
+
+@pytest.mark.parametrize(("family", "level"), [case for case in CASES if case[1] != OUTER])
+def test_strict_refuses(net, family, level):
+    with pytest.raises(UntrustedPickleError) as error:
+        nested_load(file_with(family, level, net), strict=True)
+    assert_names(error.value.refused, family, level)
+
+
+def torch_saved_blob(family: str) -> bytes:
+    """The family as a ``torch.save`` blob: a zip holding it as data.pkl, or the old stream."""
+    data = FAMILIES[family].data
+    return data if family not in NUMPY else replaced(_torch_save({}), data)
+
+
+@pytest.mark.parametrize("family", [*NUMPY, *(payload.family for payload in torch_streams())])
+def test_weights_only_refuses_in_a_torch_save_blob(net, family):
+    """Plain ``apply()`` reads a ``torch.save`` blob, as skorch <= 1.1 ``torch.load``s it, with
+    the restricted unpickler: a zip's data.pkl and an old stream alike."""
+    data = placed(torch_saved_blob(family), BLOB_LEVEL, net, net.__getstate__())
+    with pytest.raises(UntrustedPickleError) as error:
+        nested_load(data, strict=False)
+    assert FAMILIES[family].refused in error.value.refused
+
+
+SMALL = [payload.family for payload in soundness() if len(payload.data) < 1024]
+
+
+@pytest.mark.parametrize("family", SMALL)
+def test_small_files_are_refused_in_under_a_second(family):
+    """The issue's bound, generous for a reading that takes milliseconds."""
+    data = FAMILIES[family].data
+    for name, read in {
+        "audit": lambda: skorch_loadfix.untrusted_globals(io.BytesIO(data)),
+        "load()": lambda: pytest.raises(
+            UntrustedPickleError, skorch_loadfix.load, io.BytesIO(data)
+        ),
+        "inspect": lambda: inspect_file(data),
+    }.items():
+        start = time.perf_counter()
+        read()
+        assert time.perf_counter() - start < 1, name
+
+
+# -- the controls: plain pickle.load of the same bytes -------------------------------------
+
+CONTROL = """
+import pickle, resource, sys, traceback
+import numpy, torch
+resource.setrlimit(resource.RLIMIT_AS, (1 << 30, 1 << 30))  # a 3 GiB allocation fails
+try:
+    obj = {load}(open(sys.argv[1], "rb"))
+    {use}
+except BaseException as error:
+    print(type(error).__name__, error)
+"""
+# family -> (what the control does with what it loaded, what it shows; None: it crashes)
+EFFECTS = {
+    "an object dtype's flags cleared: raw bytes read as an object pointer": ("print(obj[0])", None),
+    "an object dtype's flags cleared: a scalar read from raw bytes": ("print(obj)", None),
+    "raw bytes read through an object dtype": ("", "cannot create an OBJECT array"),
+    "an item size grown under an array that uses the dtype": (
+        "print(len(obj.tobytes()), 'bytes read from 8')",
+        "65536 bytes read from 8",
+    ),
+    "a field whose descriptor is an int": ("obj.copy()", None),
+    "a dtype name numpy does not know": ("", "data type 'bogus' not understood"),
+    "an array given fewer bytes than its shape needs": ("", "buffer size does not match"),
+    "bytearray(3 << 30): 3 GiB from a 32-byte file": ("", "MemoryError"),
+    "a deque whose maximum length is 2**62": ("print(obj.maxlen)", "4611686018427387904"),
+    "a range beyond int64": ("len(obj)", "OverflowError"),
+    "a torch.Size with a negative size": ("print(obj)", "torch.Size([-1])"),
+    "a torch.device torch reads as another": ("print('index', obj.index)", "index -56"),
+    "a 40-level DAG of shared lists as a dtype's state": ("", "incorrect subarray"),
+    "a 40-level DAG of shared lists as bytearray's argument": ("", "cannot be interpreted"),
+    "lists nested 10000 deep as a deque's items": ("repr(obj)", "RecursionError"),
+    # torch's own reader, unrestricted: what the storage ids and tensor arguments reach
+    "a storage of 2**40 floats from a small stream": ("", "allocate"),
+    "a tensor beyond its storage": ("", "4194304"),  # torch grew the storage to fit it
+    "a tensor at a negative offset": ("", "offset"),
+    "an int tensor that requires grad": ("", "floating point and complex dtype can require"),
+    "a storage type torch does not know": ("", "XloatStorage"),
+}
+TORCH_LOAD = "(lambda file: torch.load(file, weights_only=False))"
+
+
+def control(family: str, tmp_path: Path) -> subprocess.CompletedProcess:
+    path = tmp_path / "payload.pkl"
+    path.write_bytes(FAMILIES[family].data)
+    torch_stream = family in {payload.family for payload in torch_streams()}
+    load = TORCH_LOAD if torch_stream else "pickle.load"
+    code = CONTROL.format(load=load, use=EFFECTS[family][0] or "pass")
+    run = [sys.executable, "-c", code, str(path)]
+    return subprocess.run(run, capture_output=True, text=True, timeout=300)
+
+
+@pytest.mark.parametrize("family", list(FAMILIES))
+def test_control_shows_the_effect(family, tmp_path):
+    shown = EFFECTS[family][1]
+    found = control(family, tmp_path)
+    if shown is None:  # killed by a signal (memory corruption), or numpy reading junk as a
+        numpy_reads = "'int' object has no attribute" in found.stdout  # descriptor
+        assert found.returncode < 0 or numpy_reads, found
+    else:
+        assert found.returncode == 0 and shown in found.stdout, found
+
+
+# -- one rule set --------------------------------------------------------------------------
+
+
+def test_storage_names_are_exactly_torchs():
+    known = torch.storage._storage_type_to_dtype_map()
+    assert set(STORAGE_TYPES) == set(known)
+    for name, (size, differentiable, quantized) in STORAGE_TYPES.items():
+        dtype = known[name]
+        assert size == torch._utils._element_size(dtype), name
+        assert differentiable == (dtype.is_floating_point or dtype.is_complex), name
+        assert quantized == (dtype in (torch.qint8, torch.qint32, torch.quint8, torch.quint4x2,
+                                       torch.quint2x4)), name  # fmt: skip
+
+
+def streamed(stream: bytes) -> bytes:
+    return pickle.dumps(_Stream(stream), 2)
+
+
+@pytest.mark.parametrize("module", [b"torch", b"skorch"])
+def test_storage_types_are_answered_by_name_as_torch_does(module):
+    """torch's find_class answers any ``<module>.FloatStorage`` by its name alone: so does the
+    audit, and the stream loads."""
+    data = streamed(
+        legacy_stream(storage(16)).replace(b"ctorch\nFloat", b"c" + module + b"\nFloat")
+    )
+    assert skorch_loadfix.untrusted_globals(io.BytesIO(data)) == {}
+    assert skorch_loadfix.load(io.BytesIO(data)).nbytes() == 64
+
+
+def test_a_key_reused_for_another_storage_is_refused():
+    """torch hands back the storage first filed under a key, whatever a later id says."""
+    first, second = storage(16), storage(4, torch.DoubleStorage)  # the same key
+    data = streamed(legacy_stream((tensor(first), tensor(second, size=(4,)))))
+    assert skorch_loadfix.untrusted_globals(io.BytesIO(data))
+    with pytest.raises(UntrustedPickleError, match="another type or size"):
+        skorch_loadfix.load(io.BytesIO(data))
+    stream = legacy_stream((tensor(first), tensor(second, size=(4,))))
+    unguarded = torch.load(io.BytesIO(stream), weights_only=False)
+    assert unguarded[1].dtype == torch.float32  # the control: not the doubles the id said
+
+
+# -- linear and bounded ----------------------------------------------------------------------
+
+
+def paths(obj, seen=None) -> int:
+    """How many times a walk that does not remember what it saw visits ``obj``'s lists."""
+    seen = {} if seen is None else seen
+    if id(obj) not in seen:
+        seen[id(obj)] = 1 + sum(paths(item, seen) for item in obj)
+    return seen[id(obj)]
+
+
+DAG_FILES = {  # where -> (the file, whether it loads)
+    "a deque's items": (b"\x80\x02" + payload_module._g("collections", "deque") + b"(" + dag(40)
+                        + b"tR.", True),
+    "a partial's arguments": (b"\x80\x02"
+                              + _partial("skorch.callbacks.logging", "EpochTimer",
+                                         b"(" + dag(40) + b"t", b"}") + b".", True),
+    "a dtype's state": (FAMILIES["a 40-level DAG of shared lists as a dtype's state"].data, False),
+}  # fmt: skip
+
+
+def test_the_dag_has_2_to_the_40_paths():
+    """The control: a walk that does not remember what it saw visits 2**41 - 1 lists."""
+    assert paths(pickle.loads(b"\x80\x02" + dag(40) + b".")) == 2**41 - 1
+
+
+@pytest.mark.parametrize("where", list(DAG_FILES))
+def test_a_shared_dag_is_walked_once(where):
+    data, loads = DAG_FILES[where]
+    assert len(data) < 1024
+    start = time.perf_counter()
+    assert (skorch_loadfix.untrusted_globals(io.BytesIO(data)) == {}) == loads
+    if loads:
+        skorch_loadfix.load(io.BytesIO(data))
+    else:
+        with pytest.raises(UntrustedPickleError):
+            skorch_loadfix.load(io.BytesIO(data))
+    inspect_file(data)
+    assert time.perf_counter() - start < 1  # the issue's bound: the three readings together
+
+
+NESTED = {
+    "a deque's items": b"\x80\x02" + payload_module._g("collections", "deque") + b"(" + nested(5000)
+    + b"tR.",
+    "a partial's arguments": b"\x80\x02" + _partial("skorch.callbacks.logging", "EpochTimer",
+                                                   b"(" + nested(5000) + b"t", b"}") + b".",
+    "a dtype's state": b"\x80\x02" + numpy_dtype("f8") + b"(I3\nV<\n" + nested(5000)
+    + b"NNI-1\nI-1\nI0\ntb.",
+}  # fmt: skip
+
+
+@pytest.mark.parametrize("where", list(NESTED))
+def test_deep_nesting_is_a_clear_refusal(where):
+    data = NESTED[where]
+    with pytest.raises(RecursionError):  # the control: a recursive walk of the same data
+        json.dumps(pickle.loads(data[:2] + nested(5000) + b"."))
+    assert skorch_loadfix.untrusted_globals(io.BytesIO(data))
+    with pytest.raises(UntrustedPickleError):
+        skorch_loadfix.load(io.BytesIO(data))
+
+
+# -- what loads is canonical -----------------------------------------------------------------
+
+
+@functools.cache
+def legit_numpy() -> dict[str, object]:
+    return {
+        "floats": np.arange(6.0).reshape(2, 3),
+        "fortran": np.asfortranarray(np.arange(6, dtype="<i2").reshape(2, 3)),
+        "big-endian": np.arange(3, dtype=">f4"),
+        "permuted": np.arange(24).reshape(2, 3, 4).transpose(2, 0, 1),
+        "text": np.array(["a", "bc"]),
+        "bytes": np.array([b"ab", b"c"]),
+        "void": np.zeros(2, dtype="V3"),
+        "objects": np.array(["a", 1, None], dtype=object),
+        "dates": np.array(["2020-01-01"], dtype="M8[D]"),
+        "durations": np.array([3], dtype="m8[3s]"),
+        "bools": np.array([True, False]),
+        "half": np.arange(4, dtype="f2"),
+        "complex": np.arange(2, dtype="c16"),
+        "empty": np.zeros((0, 3)),
+        "scalars": [np.float32(1.5), np.str_("ab"), np.bytes_(b"x"), np.datetime64("2020-01-01")],
+        "dtypes": [np.dtype("f8"), np.dtype(">i4"), np.dtype("U3"), np.dtype("O")],
+    }
+
+
+@pytest.mark.parametrize("protocol", [2, 4, 5])
+@pytest.mark.parametrize("name", list(legit_numpy()))
+def test_numpy_objects_load_canonical(name, protocol):
+    """Canonical: what numpy's own unpickling makes, in an array that owns its bytes."""
+    data = pickle.dumps(legit_numpy()[name], protocol)
+    assert skorch_loadfix.untrusted_globals(io.BytesIO(data)) == {}
+    loaded, numpys = skorch_loadfix.load(io.BytesIO(data)), pickle.loads(data)
+    for want, got in zip(*(x if type(x) is list else [x] for x in (numpys, loaded)), strict=True):
+        assert type(got) is type(want)
+        if isinstance(want, np.ndarray):
+            assert got.flags.owndata or got.nbytes == 0
+            assert got.dtype == want.dtype and got.strides == want.strides
+            assert got.nbytes == want.nbytes and np.array_equal(got, want)
+        elif isinstance(want, np.dtype):
+            fresh = np.dtype(want.str)
+            assert got == fresh and got.__reduce__() == fresh.__reduce__()
+        else:
+            assert got == want
