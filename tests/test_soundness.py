@@ -14,6 +14,7 @@ import functools
 import io
 import json
 import pickle
+import pickletools
 import subprocess
 import sys
 import time
@@ -23,6 +24,8 @@ import numpy as np
 import payloads as payload_module
 import pytest
 import torch
+from hypothesis import Phase, given, settings
+from hypothesis import strategies as st
 from models import fit
 from payloads import (
     BLOB_LEVEL,
@@ -337,3 +340,267 @@ def test_numpy_objects_load_canonical(name, protocol):
             assert got == fresh and got.__reduce__() == fresh.__reduce__()
         else:
             assert got == want
+
+
+# -- the differential test: audit-clean means load() returns it, canonical, and no crash -----
+
+NAMES = ["f8", "O8", "V8", "U2", "S3", "M8", "b1", "i2", "c16", "f16", "bogus", "O"]
+
+
+def _raw(obj) -> bytes:
+    """``obj`` as protocol-3 opcodes, without memo writes (the programs own the memo)."""
+    return pickletools.optimize(pickle.dumps(obj, 3))[2:-1]
+
+
+def _states() -> list[tuple]:
+    """Each name's own dtype state, and the states the issue's attacks use."""
+    found = []
+    for name in NAMES[:-2]:
+        state = np.dtype(name).__reduce__()[2]
+        found += [state, (*state[:5], 65536, *state[6:]), (*state[:7], 63 - state[7])]
+        found.append((*state[:1], ">" if state[1] == "<" else "<", *state[2:]))
+    return [*found, (3, "|", None, ("x",), {"x": (1, 0)}, 8, 1, 16)]
+
+
+def _global(name: str) -> bytes:
+    return payload_module._g(*name.rsplit(".", 1))
+
+
+CALLABLES = [
+    _global(name)
+    for name in [
+        "numpy.dtype", "numpy.core.multiarray._reconstruct", "numpy.core.numeric._frombuffer",
+        "numpy.core.multiarray.scalar", "torch.Size", "torch.device", "builtins.bytearray",
+        "builtins.bytes", "builtins.range", "builtins.complex", "collections.deque",
+        "builtins.list",
+    ]
+]  # fmt: skip
+DTYPE, RECONSTRUCT, FROMBUFFER, SCALAR = CALLABLES[:4]
+SHAPES = [(0,), (1,), (2,), (3,), (2, 2), (), [1, 0], (1, 0, 2), (1 << 40,)]
+DATA = [b"", b"A", b"AAA", b"A" * 8, b"\0" * 16, b"A" * 24, bytearray(b"A" * 8), ["x", 1]]
+ATOMS = [
+    *CALLABLES,
+    _global("numpy.ndarray"),
+    *map(_raw, [*NAMES, "<", ">", "|", "C", "F", "K", "cpu", "cuda:1", "cuda:200", "latin1"]),
+    *map(_raw, [0, 1, 2, 3, 8, 16, -1, 63, 1 << 40, True, False, None, [], {}]),
+    *map(_raw, [*DATA, *SHAPES, *_states()]),
+]
+
+
+def _raws(values: list) -> st.SearchStrategy:
+    return st.sampled_from([("RAW", _raw(value)) for value in values])
+
+
+_memo = st.integers(0, 3)
+_get = _memo.map(lambda i: ("GET", i))
+_dtypes = st.integers(0, 1)  # where dtypes are kept, mostly; arrays at 2 and 3
+_a_dtype = _dtypes.map(lambda i: ("GET", i))
+_item = st.one_of(st.sampled_from(ATOMS).map(lambda raw: ("RAW", raw)), _get)
+_state = _raws(_states())
+
+
+def _dtype(name: tuple, memo: int, state: tuple | None) -> list[tuple]:
+    """numpy.dtype(name, False, True), kept at ``memo``, then BUILD with ``state``."""
+    made = [("CALL", ("RAW", DTYPE), [name, ("RAW", b"\x89"), ("RAW", b"\x88")]), ("PUT", memo)]
+    return made + ([("BUILD_TOP", state)] if state else [])
+
+
+def _array(memo: int, shape: tuple, dtype: tuple, fortran: tuple, data: tuple) -> list[tuple]:
+    """_reconstruct(ndarray, (0,), b'b'), kept at ``memo``, then BUILD with its state."""
+    empty = [("RAW", _global("numpy.ndarray")), ("RAW", _raw((0,))), ("RAW", _raw(b"b"))]
+    state = ("TUPLE", [("RAW", _raw(1)), shape, dtype, fortran, data])
+    return [("CALL", ("RAW", RECONSTRUCT), empty), ("PUT", memo), ("BUILD_TOP", state)]
+
+
+def _own_state(name: str) -> tuple:
+    return np.dtype(name).__reduce__()[2]  # type: ignore[no-any-return]
+
+
+def _one(op: tuple) -> list[tuple]:
+    return [op]
+
+
+_built_dtype = st.one_of(
+    st.builds(_dtype, _raws(NAMES), _dtypes, st.none() | _state),
+    *[
+        st.sampled_from(NAMES[:-2]).flatmap(
+            lambda name: st.builds(_dtype, _raws([name]), _dtypes, _raws([_own_state(name)]))
+        )
+    ]
+    * 3,
+)
+_consumer = st.one_of(
+    st.builds(
+        _array, st.integers(2, 3), _raws(SHAPES), _a_dtype, _raws([False, True]), _raws(DATA)
+    ),
+    st.tuples(
+        st.just("CALL"),
+        st.just(("RAW", FROMBUFFER)),
+        st.tuples(_raws(DATA), _a_dtype, _raws(SHAPES), _raws(["C", "F", "K"])),
+    ).map(_one),
+    st.tuples(st.just("CALL"), st.just(("RAW", SCALAR)), st.tuples(_a_dtype, _raws(DATA))).map(
+        _one
+    ),
+)
+
+
+def _fitting(name: str, shape: tuple) -> object:
+    """The data an array of ``name`` and ``shape`` takes: a list of objects, or its bytes."""
+    count = int(np.prod(shape))
+    if name == "O8":
+        return ["x"] * count
+    return (b"A\0\0\0" * count * np.dtype(name).itemsize)[: count * np.dtype(name).itemsize]
+
+
+def _typed(name: str, memo: int, shape: tuple, order: str, fortran: bool) -> st.SearchStrategy:
+    """A dtype as numpy pickles it, then an array, a protocol-5 array or a scalar of it, with
+    the data they take (and sometimes other data)."""
+    made = _dtype(("RAW", _raw(name)), memo, ("RAW", _raw(_own_state(name))))
+    data = _raws([_fitting(name, shape)]) | _raws(DATA)
+    scalar_data = _raws([_fitting(name, ())]) | _raws(DATA)
+    dtype = ("GET", memo)
+    return st.one_of(
+        st.builds(
+            _array,
+            st.integers(2, 3),
+            st.just(("RAW", _raw(shape))),
+            st.just(dtype),
+            _raws([fortran]),
+            data,
+        ),
+        st.tuples(data, _raws([shape])).map(
+            lambda d: [("CALL", ("RAW", FROMBUFFER), [d[0], dtype, d[1], ("RAW", _raw(order))])]
+        ),
+        scalar_data.map(lambda d: [("CALL", ("RAW", SCALAR), [dtype, d])]),
+    ).map(lambda consumer: [*made, *consumer])
+
+
+_typed_ops = st.builds(
+    _typed,
+    st.sampled_from(NAMES[:-2]),
+    _dtypes,
+    st.sampled_from(SHAPES[:6]),
+    st.sampled_from(["C", "F"]),
+    st.booleans(),
+).flatmap(lambda strategy: strategy)
+_program_op = st.one_of(
+    *[_typed_ops] * 6,
+    st.tuples(st.just("CALL"), st.sampled_from(CALLABLES).map(lambda raw: ("RAW", raw)) | _get,
+              st.lists(_item, max_size=5)).map(_one),
+    _built_dtype,
+    _consumer,
+    st.tuples(_built_dtype, _consumer).map(lambda ops: [*ops[0], *ops[1]]),
+    st.tuples(_built_dtype, _consumer).map(lambda ops: [*ops[0], *ops[1]]),
+    st.tuples(st.just("BUILD"), _get, _state | _item).map(_one),
+    st.tuples(st.just("SETITEM"), _get, _item, _item).map(_one),
+    st.tuples(st.just("PUT"), _memo).map(_one),
+    st.tuples(st.just("ITEM"), _item).map(_one),
+    st.tuples(st.just("POP")).map(_one),
+)  # fmt: skip
+
+
+def encode(ops: list[list[tuple]]) -> bytes:
+    """A well-formed protocol-3 pickle from ``ops`` that returns a tuple of all it made; a
+    GET of an unset memo pushes None."""
+    out, memo, depth = [b"\x80\x03"], set(), 0
+
+    def push(item: tuple) -> bytes:
+        kind, arg = item
+        if kind == "TUPLE":
+            return b"(" + b"".join(map(push, arg)) + b"t"
+        if kind == "RAW":
+            return arg
+        return b"h" + bytes([arg]) if arg in memo else b"N"
+
+    for kind, *args in (op for group in ops for op in group):
+        if kind == "PUT" and depth:
+            out.append(b"q" + bytes([args[0]]))
+            memo.add(args[0])
+        elif kind == "POP" and depth:
+            out.append(b"0")
+            depth -= 1
+        elif kind == "BUILD_TOP" and depth:
+            out.append(push(args[0]) + b"b")
+        elif kind == "CALL":
+            out.append(push(args[0]) + b"(" + b"".join(map(push, args[1])) + b"tR")
+        elif kind == "ITEM":
+            out.append(push(args[0]))
+        elif kind in ("BUILD", "SETITEM"):
+            out.append(b"".join(map(push, args)) + (b"b" if kind == "BUILD" else b"s"))
+        depth += kind in ("CALL", "ITEM", "BUILD", "SETITEM")
+    # It returns everything it made: what is left on the stack, and what the memo holds.
+    return b"\x80\x03(" + b"".join(out[1:]) + b"".join(b"h" + bytes([i]) for i in memo) + b"t."
+
+
+RUNNER = """
+import io, json, pickle, sys
+import numpy
+import skorch_loadfix
+
+def canonical(obj, problems):
+    todo, seen = [obj], set()
+    while todo:
+        item = todo.pop()
+        if id(item) in seen:
+            continue
+        seen.add(id(item))
+        if type(item) in (list, tuple):
+            todo += item
+        elif isinstance(item, numpy.ndarray):
+            if not (item.flags.owndata or item.nbytes == 0):
+                problems.append("an array that does not own its bytes")
+            if item.dtype.hasobject:  # each element must be an object
+                todo += item.ravel().tolist()
+            else:  # every byte of it read
+                item.tobytes()
+            todo.append(item.dtype)
+        elif isinstance(item, numpy.dtype):
+            fresh = numpy.dtype(item.str)
+            if item != fresh or item.__reduce__()[2] != fresh.__reduce__()[2]:
+                problems.append(f"a dtype unlike a fresh {item.str}")
+        try:
+            repr(item)  # reads every byte of it
+        except ValueError:  # a generic-unit datetime that is not NaT: numpy prints no value
+            pass
+
+for i, data in enumerate(pickle.load(open(sys.argv[1], "rb"))):
+    print("start", i, file=sys.stderr, flush=True)
+    problems = []
+    try:
+        clean = skorch_loadfix.untrusted_globals(io.BytesIO(data)) == {}
+    except pickle.UnpicklingError:
+        clean = False
+    try:
+        loaded = skorch_loadfix.load(io.BytesIO(data))
+    except pickle.UnpicklingError as error:
+        if clean:
+            problems.append(f"audit-clean, refused: {error}")
+    except Exception as error:
+        problems.append(f"raised {type(error).__name__}: {error}")
+    else:
+        canonical(loaded, problems)
+    if problems:
+        print(json.dumps([i, problems]), flush=True)
+"""
+
+
+@settings(max_examples=4, deadline=None, derandomize=True, database=None, phases=[Phase.generate])
+@given(st.lists(st.lists(_program_op, max_size=5).map(encode), min_size=150, max_size=150))
+def test_audit_clean_programs_load_canonical_and_never_crash(tmp_path_factory, programs):
+    """Programs of the table's C-backed entries, BUILD, SETITEM and memo opcodes, batched in
+    one subprocess: a crash kills it, and says which program did."""
+    path = tmp_path_factory.mktemp("programs") / "programs.pkl"
+    path.write_bytes(pickle.dumps(programs))
+    run = [sys.executable, "-c", RUNNER, str(path)]
+    found = subprocess.run(run, capture_output=True, text=True, timeout=600, env=_env())
+    started = [line for line in found.stderr.splitlines() if line.startswith("start ")]
+    last = programs[int(started[-1].split()[1])] if started else b""
+    assert found.returncode == 0, (found.stderr[-2000:], last)
+    problems = [json.loads(line) for line in found.stdout.splitlines()]
+    assert problems == [], [(programs[i], why) for i, why in problems]
+
+
+def _env() -> dict[str, str]:
+    import os
+
+    return {**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)}
