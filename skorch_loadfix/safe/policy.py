@@ -96,8 +96,14 @@ _LITERALS = (type(None), str, bytes, int, float, complex, bool)
 _CONTAINERS = (tuple, list, dict)
 
 
-def _walk(facts: Facts, kind: str, root: Any, leaf: Callable[[Any], bool]) -> bool:
-    """Whether every item of ``root``'s tuples, lists and dicts (and ``root``) is a ``leaf``.
+def _walk(
+    facts: Facts,
+    kind: str,
+    root: Any,
+    leaf: Callable[[Any], bool],
+    containers: tuple[type, ...] = _CONTAINERS,
+) -> bool:
+    """Whether every item of ``root``'s ``containers`` (and ``root``) is a ``leaf``.
 
     Linear and bounded: each container is visited once per load, its height kept by
     identity in ``facts.verdicts`` (with the object, so that its id is never reused) until a
@@ -109,7 +115,7 @@ def _walk(facts: Facts, kind: str, root: Any, leaf: Callable[[Any], bool]) -> bo
     todo: list[tuple[Any, bool]] = [(root, False)]
     while todo:
         obj, done = todo.pop()
-        if type(obj) not in _CONTAINERS:
+        if type(obj) not in containers:
             if not leaf(obj):
                 return False
             continue
@@ -119,7 +125,7 @@ def _walk(facts: Facts, kind: str, root: Any, leaf: Callable[[Any], bool]) -> bo
         items = list(obj.values()) if type(obj) is dict else obj
         if done:
             visiting.discard(id(obj))
-            below = [heights[(kind, id(i))][1] for i in items if type(i) in _CONTAINERS]
+            below = [heights[(kind, id(i))][1] for i in items if type(i) in containers]
             if max(below, default=0) >= MAX_DEPTH:
                 return False
             heights[key] = (obj, 1 + max(below, default=0))
@@ -189,7 +195,9 @@ def _range(facts: Facts, args: tuple[Any, ...]) -> str | None:
 
 
 def _slice(facts: Facts, args: tuple[Any, ...]) -> str | None:
-    return None if len(args) in (1, 2, 3) else "takes one to three arguments"
+    if len(args) in (1, 2, 3) and all(_plain(facts, a) for a in args):
+        return None
+    return "takes one to three arguments, plain data"
 
 
 def _deque(facts: Facts, args: tuple[Any, ...]) -> str | None:
@@ -213,10 +221,32 @@ def _device(facts: Facts, args: tuple[Any, ...]) -> str | None:
     return device_error(args)
 
 
-def _one_literal_container(facts: Facts, args: tuple[Any, ...]) -> str | None:
-    if len(args) == 0 or (len(args) == 1 and type(args[0]) in (list, tuple, dict)):
+def _sequence(facts: Facts, args: tuple[Any, ...]) -> str | None:
+    if len(args) == 0 or (len(args) == 1 and type(args[0]) in (list, tuple)):
         return None
-    return "takes nothing or one list, tuple or dict made in this load"
+    return "takes nothing or one list or tuple made in this load"
+
+
+def _mapping(facts: Facts, args: tuple[Any, ...]) -> str | None:
+    if len(args) == 0 or (len(args) == 1 and type(args[0]) is dict):
+        return None
+    return "takes nothing or one dict made in this load"
+
+
+def _hashables(facts: Facts, args: tuple[Any, ...]) -> str | None:
+    """A set's items, as it pickles them: what hashes without running anything the file
+    chose (literals, named classes and constants, tuples of them): a list or an instance
+    would fail the load, or call its class's ``__hash__``."""
+
+    def leaf(item: Any) -> bool:
+        return _literal(item) or getattr(facts.named(item), "kind", "") in ("class", "constant")
+
+    items = args[0] if len(args) == 1 and type(args[0]) in (list, tuple) else None
+    if not args or (
+        items is not None and all(_walk(facts, "hashable", i, leaf, (tuple,)) for i in items)
+    ):
+        return None
+    return "takes nothing or one list of literals, named classes and tuples of them"
 
 
 def _tensor(facts: Facts, args: tuple[Any, ...]) -> str | None:
@@ -483,10 +513,10 @@ _HAND: list[Entry] = [
         substitute="stream",
         returns=STORAGE,
     ),
-    *_entries("class", "builtins.set builtins.frozenset", args=_one_literal_container),
-    *_entries("class", "builtins.list", args=_one_literal_container, container="list"),
-    *_entries("class", "builtins.dict", args=_one_literal_container, container="dict"),
-    *_entries("class", "builtins.tuple", args=_one_literal_container),
+    *_entries("class", "builtins.set builtins.frozenset", args=_hashables),
+    *_entries("class", "builtins.list", args=_sequence, container="list"),
+    *_entries("class", "builtins.dict", args=_mapping, container="dict"),
+    *_entries("class", "builtins.tuple", args=_sequence),
     *_entries("class", "builtins.bytearray", args=_bytearray),
     # Protocol 2 spells b"" as bytes(): the audit makes it too (a substitute).
     *_entries("class", "builtins.bytes", args=_shape(), substitute="bytes"),
@@ -494,7 +524,7 @@ _HAND: list[Entry] = [
     *_entries("class", "builtins.slice", args=_slice),
     *_entries("class", "builtins.range", args=_range),
     *_entries("class", "collections.OrderedDict", args=_shape(), container="dict"),
-    *_entries("class", "collections.Counter", args=_one_literal_container, container="dict"),
+    *_entries("class", "collections.Counter", args=_mapping, container="dict"),
     *_entries("class", "collections.defaultdict", args=_defaultdict, container="dict"),
     *_entries("class", "collections.deque", args=_deque, container="list"),
     *_entries("class", "numpy.dtype", args=_dtype, describe=_a_dtype, subtypes=True),
