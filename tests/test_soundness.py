@@ -18,6 +18,7 @@ import pickletools
 import subprocess
 import sys
 import time
+import zipfile
 from pathlib import Path
 
 import numpy as np
@@ -234,6 +235,20 @@ def test_a_key_reused_for_another_storage_is_refused():
     stream = legacy_stream((tensor(first), tensor(second, size=(4,))))
     unguarded = torch.load(io.BytesIO(stream), weights_only=False)
     assert unguarded[1].dtype == torch.float32  # the control: not the doubles the id said
+
+
+def test_a_zip_storage_must_be_its_records_size():
+    """torch refuses a storage whose record has another size than its id says: so does the
+    audit (it once passed what load() failed on)."""
+    archive = _torch_save(torch.zeros(16).storage())
+    pickled = zipfile.ZipFile(io.BytesIO(archive)).read("archive/data.pkl")
+    assert b"K\x10t" in pickled  # numel 16, as a BININT1
+    data = streamed(replaced(archive, pickled.replace(b"K\x10t", b"K\x20t")))
+    assert "BINPERSID on a builtins.tuple" in skorch_loadfix.untrusted_globals(io.BytesIO(data))
+    with pytest.raises(UntrustedPickleError, match="its record's"):
+        skorch_loadfix.load(io.BytesIO(data))
+    with pytest.raises(RuntimeError, match="record size"):  # the control: torch's own reading
+        torch.load(io.BytesIO(replaced(archive, pickled.replace(b"K\x10t", b"K\x20t"))))
 
 
 # -- linear and bounded ----------------------------------------------------------------------

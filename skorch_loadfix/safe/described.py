@@ -232,21 +232,27 @@ class Storage:
         return STORAGE_TYPES[self.kind][1]
 
 
-def storage_id(pid: tuple[Any, ...], kind: str | None, room: int) -> tuple[Storage, str] | str:
+def storage_id(
+    pid: tuple[Any, ...], kind: str | None, room: int, records: dict[str, int] | None
+) -> tuple[Storage, str] | str:
     """The storage a ``('storage', type, key, location, numel[, view])`` id makes, and the key
     torch files it under; or why it is refused. ``kind``: the StorageType's name, if it is one.
 
     torch allocates ``numel x element size`` bytes before it reads the data: never more than
-    the ``room`` bytes the level holds.
+    the ``room`` bytes the level holds. In a zip (``records``: each storage record's size by
+    its key) torch reads a storage only if its record has exactly that size.
     """
     if kind is None or kind not in STORAGE_TYPES or STORAGE_TYPES[kind][2]:
         return "its storage type must be one torch names for a tensor's (not quantized)"
-    if len(pid) not in (5, 6) or type(pid[2]) is not str or type(pid[3]) is not str:
-        return "takes ('storage', type, key, location, numel[, view])"
-    numel = pid[4]
-    if type(numel) is not int or not numel >= 0 or numel * STORAGE_TYPES[kind][0] > room:
+    length = 6 if records is None else 5  # the old stream's ids end with a view, or None
+    if len(pid) != length or type(pid[2]) is not str or type(pid[3]) is not str:
+        return "takes ('storage', type, key, location, numel), and a view in an old stream"
+    numel, size = pid[4], STORAGE_TYPES[kind][0]
+    if type(numel) is not int or numel < 0 or numel * size > room:
         return f"its element count must be from 0, and fit in the {room} bytes read here"
-    view = pid[5] if len(pid) == 6 else None
+    if records is not None and records.get(pid[2]) != numel * size:
+        return "its size must be its record's in the archive"
+    view = pid[5] if records is None else None
     if view is None:
         return Storage(kind, numel), pid[2]
     if type(view) is not tuple or len(view) != 3 or type(view[0]) is not str:

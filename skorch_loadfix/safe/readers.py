@@ -24,7 +24,7 @@ from typing import IO, Any, cast
 from ..errors import UntrustedPickleError
 from ..formats import BLOB
 from ..legacy import upgrade_state
-from .archive import refusals
+from .archive import refusals, storage_sizes
 from .hook import guarding
 from .memoryfile import MemoryFile
 from .policy import Policy, translated
@@ -144,8 +144,8 @@ class Reader:
         # Both readers, as torch.load calls them (torch 2.0 to 2.14), are untyped.
         legacy: Callable[..., Any] = serialization._legacy_load
         zipped: Callable[..., Any] = serialization._load
-        module = _pickle_module(self, level, len(data))
         if bytes(data[:4]) != ZIP_MAGIC:  # the stream torch < 1.6 wrote
+            module = _pickle_module(self, level, len(data), None)
             return legacy(file, self.map_location, module, encoding="utf-8")
         with unreadable():  # a zip that zipfile can't parse, as load() says it
             refused = refusals(data, level)  # what the audit refuses too
@@ -153,6 +153,7 @@ class Reader:
             raise UntrustedPickleError(self.where, refused)
         with unreadable():
             reader = torch._C.PyTorchFileReader(file)
+        module = _pickle_module(self, level, len(data), storage_sizes(data))
         return zipped(reader, self.map_location, module, encoding="utf-8")
 
     def _upstream(self, blob: bytes) -> Any:
@@ -192,9 +193,12 @@ class _InPlaceStreams(_Unrestricted, InPlace):
     """The pure-Python one, for a large blob: its tensor streams are read in place."""
 
 
-def _pickle_module(reader: Reader, level: str, room: int) -> types.ModuleType:
+def _pickle_module(
+    reader: Reader, level: str, room: int, records: dict[str, int] | None
+) -> types.ModuleType:
     """A stand-in for the ``pickle`` module, as ``torch.load(pickle_module=...)`` takes;
-    ``room``: the bytes of the whole stream or zip, where its storages are."""
+    ``room``: the bytes of the whole stream or zip, where its storages are; ``records``: a
+    zip's storage sizes by key."""
 
     class LevelUnpickler(Guarded):
         """The object's pickle: storages come by persistent id."""
@@ -211,6 +215,7 @@ def _pickle_module(reader: Reader, level: str, room: int) -> types.ModuleType:
                 reader,
                 torch_stream=self.torch_stream,
                 room=room,
+                records=records,
                 **kwargs,
             )
 

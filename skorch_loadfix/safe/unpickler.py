@@ -142,12 +142,14 @@ class Rules(InPlace):
         *,
         torch_stream: bool = False,
         room: int | None = None,
+        records: dict[str, int] | None = None,
         **kwargs: Any,
     ) -> None:
         super().__init__(file, **kwargs)
         self.policy, self.where, self.level = policy, where, level
         self.torch_stream = torch_stream  # inside torch.load: storages come by PERSID
         self.room = _size(file) if room is None else room  # bytes this level holds
+        self.records = records  # a zip's storage record sizes by key (``storage_id``)
         self._named: dict[int, Entry] = {}  # id -> entry, for what find_class returned
         self._created: dict[int, Entry] = {}  # id -> class entry, for what a call created
         self._described: dict[int, Any] = {}  # id -> description, for C-backed objects made
@@ -469,7 +471,7 @@ class Rules(InPlace):
             return
         if kind != "storage" or len(pid) < 3 or type(pid[2]) is not str:
             self.refuse("BINPERSID", pid, "only torch's ('storage', type, key, ...) ids are read")
-        found = storage_id(pid, self.storage_kind(pid[1]), self.room)
+        found = storage_id(pid, self.storage_kind(pid[1]), self.room, self.records)
         if isinstance(found, str):
             self.refuse("BINPERSID", pid, found)
             return

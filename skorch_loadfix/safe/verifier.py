@@ -24,7 +24,7 @@ from typing import Any
 
 from ..errors import UntrustedPickleError
 from ..formats import BLOB
-from .archive import data_pickle, refusals
+from .archive import data_pickle, refusals, storage_sizes
 from .described import STORAGE_TYPES, DType, Storage
 from .memoryfile import MemoryFile
 from .policy import Entry, Policy, Refused, translated
@@ -263,7 +263,8 @@ class Audit:
                 self.findings.refused.update(refused)
                 return Opaque()
             pickled = io.BytesIO(data_pickle(data))  # its storages are in the rest of the zip
-            return self._pickle(pickled, level, torch_stream=True, room=len(data))
+            sizes = storage_sizes(data)
+            return self._pickle(pickled, level, torch_stream=True, room=len(data), records=sizes)
         file = MemoryFile(data)
         # magic number, protocol, sys_info, the object, storage keys; raw storages follow.
         if self._pickle(file, level) != TORCH_MAGIC:
@@ -287,10 +288,13 @@ class Audit:
         torch_stream: bool = False,
         keys: set[str] | None = None,
         room: int | None = None,
+        records: dict[str, int] | None = None,
     ) -> Any:
         """``keys`` collects the key of each storage id the pickle reads; ``room``: the bytes
-        the level holds, if more than ``file``'s."""
-        unpickler = Symbolic(file, self, level, torch_stream=torch_stream, room=room)
+        the level holds, if more than ``file``'s; ``records``: a zip's storage sizes."""
+        unpickler = Symbolic(
+            file, self, level, torch_stream=torch_stream, room=room, records=records
+        )
         try:
             return unpickler.load()
         except UntrustedPickleError as error:  # a rule broken: this level stops here
