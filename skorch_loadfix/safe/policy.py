@@ -14,6 +14,10 @@ Names come from ``published.txt`` (generated from public lists, see ``published.
 the tables here. Nothing is allowed by module or by base class, except ``imported_components``
 (see ``Policy``). Resolution walks ``vars()`` and never triggers a module ``__getattr__``; the
 object found must carry exactly the written name. The hard blocklist stays as an extra check.
+
+Every check is linear and bounded: containers are walked once per load (``_walk``), no deeper
+than ``MAX_DEPTH``; an int argument that sizes an allocation is at most the bytes of the level
+being read (``Facts.room``), and shapes and sizes below 2**63 (``described``).
 """
 
 from __future__ import annotations

@@ -16,7 +16,11 @@ the policy and which ones a call of this load created, and refuses:
   optimizer's may not replace its class's ``step``;
 - SETITEM(S), APPEND(S), ADDITEMS into anything but a dict-, list- or set-like container
   made in this load, through its type's own methods;
-- PERSID outside torch's storage protocol inside a torch stream.
+- PERSID outside torch's storage protocol inside a torch stream, and storage ids whose type,
+  size or key ``described.storage_id`` refuses;
+- numpy's and torch's C-backed objects given a state: each call and BUILD of one is checked
+  into a description (``described``), and the object is built from that alone (``rebuild``):
+  a dtype once, with numpy's own state for its description; an array with exactly its bytes.
 
 ``Rules`` holds the checks; ``Guarded`` runs them on real objects, and the verifier runs
 the very same checks on symbols, so it can never be more lenient than the loader.

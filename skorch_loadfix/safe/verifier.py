@@ -195,6 +195,9 @@ class Symbolic(Rules):
 class _StorageType:
     """torch's ``StorageType``: named inside torch streams, pushed, never called or built.
 
+    torch's ``find_class`` answers a name ``StorageType`` knows (``STORAGE_TYPES``) in any
+    module, before the unpickler's: so does the audit, and it answers no other.
+
     Not ``Opaque``: nothing was refused, so every rule still applies to it.
     """
 
