@@ -237,6 +237,19 @@ def test_a_key_reused_for_another_storage_is_refused():
     assert unguarded[1].dtype == torch.float32  # the control: not the doubles the id said
 
 
+def test_an_old_streams_storage_must_be_its_datas_size():
+    """torch allocates an old stream's storage as its id says, then fails reading data of
+    another size: the audit refuses it as the loader does."""
+    data = streamed(legacy_stream(storage(8)))  # the data that follows holds 16 floats
+    assert "a storage of another size than its id's" in skorch_loadfix.untrusted_globals(
+        io.BytesIO(data)
+    )
+    with pytest.raises(UntrustedPickleError, match="another size than its id's"):
+        skorch_loadfix.load(io.BytesIO(data))
+    with pytest.raises(RuntimeError, match="wrong byte size"):  # the control
+        torch.load(io.BytesIO(legacy_stream(storage(8))), weights_only=False)
+
+
 def test_a_zip_storage_must_be_its_records_size():
     """torch refuses a storage whose record has another size than its id says: so does the
     audit (it once passed what load() failed on)."""

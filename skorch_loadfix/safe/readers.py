@@ -25,6 +25,7 @@ from ..errors import UntrustedPickleError
 from ..formats import BLOB
 from ..legacy import upgrade_state
 from .archive import refusals, storage_sizes
+from .described import Storage
 from .hook import guarding
 from .memoryfile import MemoryFile
 from .policy import Policy, translated
@@ -222,7 +223,7 @@ def _pickle_module(
         def load(self) -> Any:
             found = super().load()
             if self.torch_stream:
-                named.append(self.storage_keys)
+                named.append(self.roots())
             return found
 
     class HeaderUnpickler(LevelUnpickler):
@@ -230,11 +231,11 @@ def _pickle_module(
 
         torch_stream = False
 
-    named: list[set[str]] = []  # the storage keys the object's pickle read, once it has run
+    named: list[dict[str, Storage]] = []  # the storages the object's pickle read, once run
 
     def load(file: IO[bytes], **kwargs: Any) -> Any:
         found = HeaderUnpickler(file, **kwargs).load()
-        refused = unfilled(named[-1], found, level) if named else {}  # after the object: keys
+        refused = unfilled(named[-1], found, level, file) if named else {}  # after the object
         if refused:
             raise UntrustedPickleError(reader.where, refused)
         return found

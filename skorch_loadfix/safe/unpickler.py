@@ -46,7 +46,7 @@ from ..errors import UntrustedPickleError
 from ..formats import BLOB
 from ..legacy import OLD_BLOB, upgrade_optimizer_state
 from . import rebuild
-from .described import Array, DType, Storage, storage_id
+from .described import STORAGE_TYPES, Array, DType, Storage, storage_id
 from .memoryfile import MemoryFile
 from .policy import PARAMETER, STORAGE, TENSOR, Entry, Policy, Refused, table
 
@@ -493,6 +493,10 @@ class Rules(InPlace):
         self._keep.append(result)
         self.append(result)
 
+    def roots(self) -> dict[str, Storage]:
+        """Each storage id's root key read, and the storage torch files under it."""
+        return {key: self._storages[key] for key in self.storage_keys}
+
     def load_persid(self) -> None:
         self.refuse("PERSID", None, "torch writes BINPERSID only")
 
@@ -637,15 +641,31 @@ class Guarded(Rules):
         return self.persistent_load(pid)
 
 
-def unfilled(named: set[str], keys: Any, level: str) -> dict[str, str]:
-    """The refusal, if an old torch stream's key list leaves out a storage its object named:
-    torch fills only the listed ones, and hands back the others as it allocated them,
-    holding whatever memory they got."""
+def unfilled(roots: dict[str, Storage], keys: Any, level: str, file: Any) -> dict[str, str]:
+    """The refusal, if an old torch stream does not fill each storage its object named
+    (``roots``, by key) as its id said. torch fills only the listed ``keys`` and hands back
+    the others as it allocated them, holding whatever memory they got; it reads each one's
+    element count from ``file`` before its bytes, and fails the load on a count other than
+    the id's, after the allocation."""
     listed = type(keys) is list and all(type(key) is str for key in keys)
-    if listed and named <= set(keys):
-        return {}
-    why = f"torch would return it uninitialized (in the {level})"
-    return {"a storage the stream never fills": why}
+    if not listed or set(keys) != set(roots) or len(set(keys)) != len(keys):
+        why = f"torch would return it uninitialized (in the {level})"
+        return {"a storage the stream never fills": why}
+    where, end = file.tell(), _size(file)
+    try:
+        for key in keys:
+            head = file.read(8)
+            count = int.from_bytes(head, "little", signed=True)
+            if len(head) < 8 or count != roots[key].numel:
+                break
+            file.seek(count * STORAGE_TYPES[roots[key].kind][0], io.SEEK_CUR)
+        else:
+            if file.tell() <= end:
+                return {}
+    finally:
+        file.seek(where)
+    why = f"the stream's data does not hold it at the size its id said (in the {level})"
+    return {"a storage of another size than its id's": why}
 
 
 def _shadowed(found: Any) -> bool:

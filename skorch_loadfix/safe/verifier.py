@@ -274,12 +274,12 @@ class Audit:
             self.refuse(f"a stream in the {level}", "not a torch.save stream (no magic number)")
             return Opaque()
         found: list[Any] = []
-        named: set[str] = set()
+        roots: dict[str, Storage] = {}
         for torch_stream in (False, False, True, False):
-            found.append(self._pickle(file, level, torch_stream=torch_stream, keys=named))
+            found.append(self._pickle(file, level, torch_stream=torch_stream, roots=roots))
             if isinstance(found[-1], Opaque):
                 return found[-1]  # a broken rule stops the level: the rest can't be found
-        for name, why in unfilled(named, found[3], level).items():
+        for name, why in unfilled(roots, found[3], level, file).items():
             self.refuse(name, why)
         return found[2]
 
@@ -289,12 +289,13 @@ class Audit:
         level: str,
         *,
         torch_stream: bool = False,
-        keys: set[str] | None = None,
+        roots: dict[str, Storage] | None = None,
         room: int | None = None,
         records: dict[str, int] | None = None,
     ) -> Any:
-        """``keys`` collects the key of each storage id the pickle reads; ``room``: the bytes
-        the level holds, if more than ``file``'s; ``records``: a zip's storage sizes."""
+        """``roots`` collects the storage each id the pickle reads files under its root key;
+        ``room``: the bytes the level holds, if more than ``file``'s; ``records``: a zip's
+        storage sizes by key."""
         unpickler = Symbolic(
             file, self, level, torch_stream=torch_stream, room=room, records=records
         )
@@ -304,8 +305,8 @@ class Audit:
             self.findings.refused.update(error.refused)
             return Opaque()
         finally:
-            if keys is not None:
-                keys |= unpickler.storage_keys
+            if roots is not None:
+                roots.update(unpickler.roots())
 
 
 def _made(found: Any) -> str:
