@@ -50,6 +50,7 @@ import skorch_loadfix
 from skorch_loadfix import UntrustedPickleError
 from skorch_loadfix.demo_model import Block, Model
 from skorch_loadfix.inspection import inspect_file
+from skorch_loadfix.safe import described
 from skorch_loadfix.safe.described import STORAGE_TYPES
 
 ALLOW = [Model, Block]
@@ -326,6 +327,24 @@ def test_deep_nesting_is_a_clear_refusal(where):
 
 
 # -- what loads is canonical -----------------------------------------------------------------
+
+
+NUMPY_DTYPES = [
+    *["?", "i1", "i2", "i4", "i8", "u1", "u2", "u4", "u8", "f2", "f4", "f8", "g"],
+    *["c8", "c16", "G", "S0", "S5", "U0", "U5", "V0", "V8", "O", ">f8", ">U2", ">i2"],
+    *["M8", "M8[D]", "M8[3s]", "m8[us]", ">m8[2h]"],
+]
+
+
+@pytest.mark.parametrize("spelling", NUMPY_DTYPES)
+def test_the_static_description_is_numpys(spelling):
+    """The audit judges a dtype without numpy: its description must say what numpy pickles."""
+    dtype = np.dtype(spelling)
+    _, (name, align, copy), state = dtype.__reduce__()
+    built = described.dtype_named(name).build(state)
+    assert type(built) is described.DType, built
+    assert built.state() == state and np.dtype(built.spelling()) == dtype
+    assert described.dtype_named(name).build((*state[:7], state[7] ^ 1, *state[8:])) != built
 
 
 @functools.cache
