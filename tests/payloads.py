@@ -802,11 +802,19 @@ def storage(numel: int, kind=None, view=None) -> _Pid:
     return _Pid(("storage", kind or torch.FloatStorage, _legacy_parts()[2], "cpu", numel, view))
 
 
-def tensor(stored: _Pid, offset: int = 0, size=(16,), stride=(1,), grad=False) -> Reduce:
+def tensor(stored: _Pid, offset: int = 0, size=(16,), stride=(1,), grad=False, *metadata) -> Reduce:
     import collections
 
     rebuild = torch._utils._rebuild_tensor_v2
-    return Reduce(rebuild, stored, offset, size, stride, grad, collections.OrderedDict())
+    return Reduce(rebuild, stored, offset, size, stride, grad, collections.OrderedDict(), *metadata)
+
+
+def shared_lists(levels: int) -> list:
+    """Lists of two references to the list below, ``levels`` deep: pickle's memo shares them."""
+    found: list = []
+    for _ in range(levels):
+        found = [found, found]
+    return found
 
 
 def torch_streams() -> list[Payload]:
@@ -839,6 +847,13 @@ def torch_streams() -> list[Payload]:
             "an int tensor that requires grad",
             "REDUCE on torch._utils._rebuild_tensor_v2",
             legacy_stream(tensor(storage(16, torch.IntStorage), grad=True)),
+            levels=levels,
+            hits=False,
+        ),
+        Payload(
+            "a 40-level DAG of shared lists as a tensor's metadata",
+            "REDUCE on torch._utils._rebuild_tensor_v2",
+            legacy_stream(tensor(storage(16), 0, (16,), (1,), False, shared_lists(40))),
             levels=levels,
             hits=False,
         ),
