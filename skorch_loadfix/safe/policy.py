@@ -193,6 +193,7 @@ def _complex(facts: Facts, args: tuple[Any, ...]) -> str | None:
 
 
 def _range(facts: Facts, args: tuple[Any, ...]) -> str | None:
+    """A range allocates nothing, but its length must fit in an int64 (``len()`` fails)."""
     if len(args) in (1, 2, 3) and all(map(_int64, args)) and (len(args) < 3 or args[2] != 0):
         return None
     return "takes one to three ints below 2**63, the step not 0"
@@ -217,7 +218,7 @@ def _deque(facts: Facts, args: tuple[Any, ...]) -> str | None:
     return f"its maximum length must be from 0 to the {facts.room} bytes read here"
 
 
-def _size(facts: Facts, args: tuple[Any, ...]) -> str | None:
+def _torch_size(facts: Facts, args: tuple[Any, ...]) -> str | None:
     return None if not args or (len(args) == 1 and shape_error(args[0]) is None) else "a shape"
 
 
@@ -534,7 +535,7 @@ _HAND: list[Entry] = [
     *_entries("class", "numpy.dtype", args=_dtype, describe=_a_dtype, subtypes=True),
     *_entries("class", "numpy.ndarray", args=_reconstructed),
     *_entries("class", "functools.partial", args=_partial, state=_partial_state),
-    *_entries("class", "torch.Size", args=_size),
+    *_entries("class", "torch.Size", args=_torch_size),
     *_entries("class", "torch.device", args=_device),
     *_entries("class", "torch.utils.data.dataloader.DataLoader"),
     # torch <= 1.x pickled each module's _backend as _get_thnn_function_backend(): see legacy.
