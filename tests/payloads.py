@@ -7,6 +7,7 @@ stream nested in the blob.
 
 from __future__ import annotations
 
+import functools
 import io
 import os
 import pickle
@@ -267,6 +268,7 @@ def _inst(module: str, name: str) -> bytes:
 
 
 TIMER = _g("skorch.callbacks.logging", "EpochTimer")
+OBJECT_STATE = b"(I3\nV|\nNNNI-1\nI-1\nI63\nt"  # numpy's own state for the object dtype
 PRINT = _g("builtins", "print")
 
 
@@ -363,7 +365,7 @@ def gadgets(marker: Path) -> list[Payload]:
             "REDUCE on numpy._core.multiarray.scalar",
             _call(
                 _g("numpy.core.multiarray", "scalar"),
-                _call(_g("numpy", "dtype"), "O", b"I00\n", b"I01\n"),
+                _call(_g("numpy", "dtype"), "O8", b"I00\n", b"I01\n") + OBJECT_STATE + b"b",
                 TIMER,
             )
             + b".",
@@ -434,12 +436,17 @@ def with_records(archive: bytes, records: dict[str, bytes], *, first: bool = Fal
 
 def deflated(archive: bytes, data_pickle: bytes) -> bytes:
     """``archive`` with ``data_pickle`` as its data.pkl, compressed (torch's reader inflates it)."""
+    return replaced(archive, data_pickle, zipfile.ZIP_DEFLATED)
+
+
+def replaced(archive: bytes, data_pickle: bytes, compression: int = zipfile.ZIP_STORED) -> bytes:
+    """``archive`` with ``data_pickle`` as its data.pkl."""
     source = zipfile.ZipFile(io.BytesIO(archive))
     out = io.BytesIO()
     with zipfile.ZipFile(out, "w", zipfile.ZIP_STORED) as written:
         for name in source.namelist():
             if name.endswith("/data.pkl"):
-                written.writestr(name, data_pickle, zipfile.ZIP_DEFLATED)
+                written.writestr(name, data_pickle, compression)
             else:
                 written.writestr(name, source.read(name))
     return out.getvalue()
@@ -565,3 +572,296 @@ def placed(payload: bytes, level: str, net, state: dict) -> bytes:
         return payload
     inner = payload if level == BLOB_LEVEL else pickle.dumps({"module_": _Stream(payload)})
     return dumps_state(net, {**state, BLOB: inner})
+
+
+# -- C-backed objects given a state, and small files with large costs (issue 16) -------------
+
+FRESH = {"O8": ("|", -1, -1, 63), "V8": ("|", 8, 1, 0), "f8": ("<", -1, -1, 0)}
+
+
+def numpy_dtype(name: str) -> bytes:
+    """``numpy.dtype(name, False, True)``, as numpy pickles a dtype before its BUILD."""
+    return _call(_g("numpy", "dtype"), name, b"I00\n", b"I01\n")
+
+
+def dtype_state(
+    order: str, elsize: int, alignment: int, flags: int, fields: bytes = b"NN"
+) -> bytes:
+    """A version-3 dtype state: (3, order, subarray, names, fields, elsize, alignment, flags)."""
+    return b"(I3\n" + _arg(order) + b"N" + fields + b"I%d\nI%d\nI%d\nt" % (elsize, alignment, flags)
+
+
+def built_dtype(name: str, memo: int) -> bytes:
+    """A dtype as numpy pickles it, kept in the memo at ``memo``."""
+    return numpy_dtype(name) + b"p%d\n" % memo + dtype_state(*FRESH[name]) + b"b"
+
+
+def frombuffer(data: bytes, memo: int, count: int = 1) -> bytes:
+    """``_frombuffer(data, <the dtype at memo>, (count,), 'C')``, protocol 3 bytes."""
+    raw = b"C" + bytes([len(data)]) + data
+    func = _g("numpy.core.numeric", "_frombuffer")
+    return func + b"(" + raw + b"g%d\n" % memo + b"(I%d\nt" % count + _arg("C") + b"tR"
+
+
+def dag(levels: int) -> bytes:
+    """A list of two lists of two lists ..., ``levels`` deep, shared through the memo: a few
+    bytes a level, 2**levels paths to its bottom."""
+    body = b"]q\x00"
+    for level in range(1, levels + 1):
+        body += b"0(h%sh%slq%s" % ((bytes([level - 1]),) * 2 + (bytes([level]),))
+    return body
+
+
+def nested(depth: int) -> bytes:
+    """A list in a list in a list ..., ``depth`` deep."""
+    return b"]" * depth + b"a" * (depth - 1)
+
+
+def soundness() -> list[Payload]:
+    """numpy's and torch's C code given a state the file chose, and small files that cost."""
+    header = b"\x80\x03"
+    object_dtype = built_dtype("O8", 0)
+    return [
+        Payload(
+            "an object dtype's flags cleared: raw bytes read as an object pointer",
+            "BUILD on an instance of numpy.dtype",
+            header
+            + numpy_dtype("O8")
+            + b"p0\n"
+            + dtype_state("|", -1, -1, 0)
+            + b"b0"
+            + frombuffer(b"A" * 8, 0)
+            + b"g0\n"
+            + dtype_state(*FRESH["O8"])
+            + b"b0.",
+            hits=False,
+        ),
+        Payload(
+            "an object dtype's flags cleared: a scalar read from raw bytes",
+            "BUILD on an instance of numpy.dtype",
+            header
+            + numpy_dtype("O8")
+            + b"p0\n"
+            + dtype_state("|", -1, -1, 0)
+            + b"b0"
+            + _g("numpy.core.multiarray", "scalar")
+            + b"(g0\nC\x08AAAAAAAAtR"
+            + b"g0\n"
+            + dtype_state(*FRESH["O8"])
+            + b"b0.",
+            hits=False,
+        ),
+        Payload(
+            "raw bytes read through an object dtype",
+            "REDUCE on numpy._core.numeric._frombuffer",
+            header + object_dtype + b"0" + frombuffer(b"A" * 8, 0) + b".",
+            hits=False,
+        ),
+        Payload(
+            "an item size grown under an array that uses the dtype",
+            "BUILD on an instance of numpy.dtype",
+            header
+            + built_dtype("V8", 0)
+            + b"0"
+            + frombuffer(b"\0" * 8, 0)
+            + b"g0\n"
+            + dtype_state("|", 65536, 1, 0)
+            + b"b0.",
+            hits=False,
+        ),
+        Payload(
+            "a field whose descriptor is an int",
+            "BUILD on an instance of numpy.dtype",
+            header
+            + numpy_dtype("V8")
+            + b"p0\n"
+            + dtype_state("|", 8, 1, 16, b"(Vx\nt(dVx\n(I1\nI0\nts")
+            + b"b0"
+            + frombuffer(b"\0" * 8, 0)
+            + b".",
+            hits=False,
+        ),
+        Payload(
+            "a dtype name numpy does not know",
+            "REDUCE on numpy.dtype",
+            header + numpy_dtype("bogus") + b".",
+            hits=False,
+        ),
+        Payload(
+            "an array given fewer bytes than its shape needs",
+            "BUILD on an instance of numpy.ndarray",
+            header
+            + built_dtype("f8", 0)
+            + b"0"
+            + _call(
+                _g("numpy.core.multiarray", "_reconstruct"),
+                _g("numpy", "ndarray"),
+                b"(I0\nt",
+                b"C\x01b",
+            )
+            + b"(I1\n(I4096\ntg0\nI00\nC\x08AAAAAAAAtb.",
+            hits=False,
+        ),
+        Payload(
+            "bytearray(3 << 30): 3 GiB from a 32-byte file",
+            "REDUCE on builtins.bytearray",
+            b"\x80\x02cbuiltins\nbytearray\n\x8a\x05\x00\x00\x00\xc0\x00\x85R.",
+            hits=False,
+        ),
+        Payload(
+            "a deque whose maximum length is 2**62",
+            "REDUCE on collections.deque",
+            _call(_g("collections", "deque"), b"(l", b"L4611686018427387904L\n") + b".",
+            hits=False,
+        ),
+        Payload(
+            "a range beyond int64",
+            "REDUCE on builtins.range",
+            _call(_g("builtins", "range"), b"L1180591620717411303424L\n") + b".",
+            hits=False,
+        ),
+        Payload(
+            "a torch.Size with a negative size",
+            "REDUCE on torch.Size",
+            _call(_g("torch", "Size"), b"(I-1\nl") + b".",
+            hits=False,
+        ),
+        Payload(
+            "a torch.device torch reads as another",
+            "REDUCE on torch.device",
+            _call(_g("torch", "device"), "cuda:200") + b".",
+            hits=False,
+        ),
+        Payload(
+            "a 40-level DAG of shared lists as a dtype's state",
+            "BUILD on an instance of numpy.dtype",
+            header + numpy_dtype("f8") + b"(I3\nV<\n" + dag(40) + b"NNI-1\nI-1\nI0\ntb.",
+            hits=False,
+        ),
+        Payload(
+            "a 40-level DAG of shared lists as bytearray's argument",
+            "REDUCE on builtins.bytearray",
+            header + _g("builtins", "bytearray") + b"(" + dag(40) + b"tR.",
+            hits=False,
+        ),
+        Payload(
+            "lists nested 10000 deep as a deque's items",
+            "REDUCE on collections.deque",
+            header + _g("collections", "deque") + b"(" + nested(10000) + b"tR.",
+            hits=False,
+        ),
+    ]
+
+
+class _Pid:
+    """Pickled as a persistent id, as torch pickles a storage."""
+
+    def __init__(self, pid: tuple):
+        self.pid = pid
+
+
+class _PidPickler(pickle.Pickler):
+    def persistent_id(self, obj):
+        return obj.pid if isinstance(obj, _Pid) else None
+
+
+class _Skimmer(pickle.Unpickler):
+    """Reads a pickle for its length only: nothing it names is called."""
+
+    def find_class(self, module, name):
+        return lambda *args: None
+
+    def persistent_load(self, pid):
+        return None
+
+
+@functools.cache
+def _legacy_parts() -> tuple[bytes, list[int], str]:
+    """A real torch < 1.6 stream of 16 floats, where each of its five pickles ends (magic
+    number, protocol, sys_info, the object, storage keys; raw data after), and its key."""
+    real = io.BytesIO()
+    torch.save(torch.zeros(16), real, _use_new_zipfile_serialization=False)
+    stream = io.BytesIO(real.getvalue())
+    bounds, found = [0], None
+    for _ in range(5):
+        found = _Skimmer(stream).load()
+        bounds.append(stream.tell())
+    return real.getvalue(), bounds, found[0]
+
+
+def legacy_stream(obj) -> bytes:
+    """A torch.save stream of torch < 1.6 whose object pickle is ``obj`` (storages as
+    ``_Pid``s), the real one's header, key list and raw data kept."""
+    data, bounds, _ = _legacy_parts()
+    pickled = io.BytesIO()
+    _PidPickler(pickled, 2).dump(obj)
+    return data[: bounds[3]] + pickled.getvalue() + data[bounds[4] :]
+
+
+def storage(numel: int, kind=None, view=None) -> _Pid:
+    return _Pid(("storage", kind or torch.FloatStorage, _legacy_parts()[2], "cpu", numel, view))
+
+
+def tensor(stored: _Pid, offset: int = 0, size=(16,), stride=(1,), grad=False, *metadata) -> Reduce:
+    import collections
+
+    rebuild = torch._utils._rebuild_tensor_v2
+    return Reduce(rebuild, stored, offset, size, stride, grad, collections.OrderedDict(), *metadata)
+
+
+def shared_lists(levels: int) -> list:
+    """Lists of two references to the list below, ``levels`` deep: pickle's memo shares them."""
+    found: list = []
+    for _ in range(levels):
+        found = [found, found]
+    return found
+
+
+def torch_streams() -> list[Payload]:
+    """Old torch streams whose storage ids or tensor arguments the file chose: at a net's
+    blob (skorch <= 1.1 torch.loads it) and as a tensor stream."""
+    levels = (BLOB_LEVEL, TENSORS)
+    return [
+        Payload(
+            "a storage of 2**40 floats from a small stream",
+            "BINPERSID on a builtins.tuple",
+            legacy_stream(storage(1 << 40)),
+            levels=levels,
+            hits=False,
+        ),
+        Payload(
+            "a tensor beyond its storage",
+            "REDUCE on torch._utils._rebuild_tensor_v2",
+            legacy_stream(tensor(storage(16), size=(1 << 20,))),
+            levels=levels,
+            hits=False,
+        ),
+        Payload(
+            "a tensor at a negative offset",
+            "REDUCE on torch._utils._rebuild_tensor_v2",
+            legacy_stream(tensor(storage(16), offset=-8, size=(4,))),
+            levels=levels,
+            hits=False,
+        ),
+        Payload(
+            "an int tensor that requires grad",
+            "REDUCE on torch._utils._rebuild_tensor_v2",
+            legacy_stream(tensor(storage(16, torch.IntStorage), grad=True)),
+            levels=levels,
+            hits=False,
+        ),
+        Payload(
+            "a 40-level DAG of shared lists as a tensor's metadata",
+            "REDUCE on torch._utils._rebuild_tensor_v2",
+            legacy_stream(tensor(storage(16), 0, (16,), (1,), False, shared_lists(40))),
+            levels=levels,
+            hits=False,
+        ),
+        Payload(
+            "a storage type torch does not know",
+            "torch.XloatStorage",
+            legacy_stream(storage(16)).replace(b"\nFloatStorage", b"\nXloatStorage"),
+            levels=levels,
+            hits=False,
+        ),
+    ]

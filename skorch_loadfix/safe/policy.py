@@ -14,6 +14,10 @@ Names come from ``published.txt`` (generated from public lists, see ``published.
 the tables here. Nothing is allowed by module or by base class, except ``imported_components``
 (see ``Policy``). Resolution walks ``vars()`` and never triggers a module ``__getattr__``; the
 object found must carry exactly the written name. The hard blocklist stays as an extra check.
+
+Every check is linear and bounded: containers are walked once per load (``_walk``), no deeper
+than ``MAX_DEPTH``; an int argument that sizes an allocation is at most the bytes of the level
+being read (``Facts.room``), and shapes and sizes below 2**63 (``described``).
 """
 
 from __future__ import annotations
@@ -29,6 +33,19 @@ from pathlib import Path
 from typing import Any, Literal, Protocol
 
 from .. import legacy
+from .described import (
+    INT64,
+    Array,
+    DType,
+    Storage,
+    Tensor,
+    buffer_error,
+    device_error,
+    dtype_named,
+    scalar_error,
+    shape_error,
+    tensor_error,
+)
 from .hook import resolving
 
 Kind = Literal["class", "function", "constant"]
@@ -46,6 +63,9 @@ PARAMETER = "torch.nn.parameter.Parameter"
 class Facts(Protocol):
     """What an argument check may ask the unpickler about an object on its stack."""
 
+    room: int  # the bytes the level being read holds: no call allocates more on its say-so
+    verdicts: dict[tuple[str, int], tuple[Any, int]]  # see _walk
+
     def created(self, obj: Any) -> str | None:
         """The class an earlier call of this load created ``obj`` as, if one did."""
 
@@ -55,8 +75,12 @@ class Facts(Protocol):
     def empty(self, obj: Any) -> bool:
         """Whether ``obj`` is a dict-like made in this load that holds nothing."""
 
+    def described(self, obj: Any) -> Any:
+        """The checked description of a C-backed object this load made (``described``)."""
+
 
 ArgCheck = Callable[[Facts, tuple[Any, ...]], str | None]  # why the call is refused, or None
+Describe = Callable[[Facts, tuple[Any, ...]], Any]
 
 
 @dataclass(frozen=True)
@@ -68,29 +92,75 @@ class Entry:
     slotstate: bool = False
     container: Literal["dict", "list", "set"] | None = None
     returns: str | None = None  # a function: the class of what it creates, which may be built
-    # What the unpickler calls instead: "latin1", "stream", "scalar", "sparse", "typed"; or
-    # (STAND_INS) hands out for a blocked name: "method", "reconstructor", "base".
+    # What the unpickler calls instead: "latin1", "stream", "frombuffer", "sparse", "typed";
+    # "bytes": the audit's too; or (STAND_INS) hands out for a blocked name: "method",
+    # "reconstructor", "base".
     substitute: str | None = None
     hooks_at: int | None = None  # the backward-hooks argument, replaced by a fresh empty dict
     subtypes: bool = False  # a call may return an instance of a subclass (numpy dtypes)
+    describe: Describe | None = None  # a C-backed result: its description, from checked args
 
 
 # -- argument checks: each says why it refuses, or None ------------------------------------
 
 
-def _plain(obj: Any) -> bool:
+MAX_DEPTH = 100  # containers in plain data nest at most this deep
+_LITERALS = (type(None), str, bytes, int, float, complex, bool)
+_CONTAINERS = (tuple, list, dict)
+
+
+def _walk(
+    facts: Facts,
+    kind: str,
+    root: Any,
+    leaf: Callable[[Any], bool],
+    containers: tuple[type, ...] = _CONTAINERS,
+) -> bool:
+    """Whether every item of ``root``'s ``containers`` (and ``root``) is a ``leaf``.
+
+    Linear and bounded: each container is visited once per load, its height kept by
+    identity in ``facts.verdicts`` (with the object, so that its id is never reused) until a
+    fill changes a container; no recursion; nesting deeper than ``MAX_DEPTH`` or a cycle is
+    refused. Dict keys must be plain.
+    """
+    heights = facts.verdicts
+    visiting: set[int] = set()
+    todo: list[tuple[Any, bool]] = [(root, False)]
+    while todo:
+        obj, done = todo.pop()
+        if type(obj) not in containers:
+            if not leaf(obj):
+                return False
+            continue
+        key = (kind, id(obj))
+        if key in heights:
+            continue
+        items = list(obj.values()) if type(obj) is dict else obj
+        if done:
+            visiting.discard(id(obj))
+            below = [heights[(kind, id(i))][1] for i in items if type(i) in containers]
+            if max(below, default=0) >= MAX_DEPTH:
+                return False
+            heights[key] = (obj, 1 + max(below, default=0))
+            continue
+        if id(obj) in visiting:
+            return False  # a cycle
+        if type(obj) is dict and kind != "plain" and not all(_plain(facts, k) for k in obj):
+            return False
+        visiting.add(id(obj))
+        todo.append((obj, True))
+        todo += [(item, False) for item in (obj if type(obj) is dict and kind == "plain" else ())]
+        todo += [(item, False) for item in items]
+    return True
+
+
+def _literal(obj: Any) -> bool:
+    return type(obj) in _LITERALS
+
+
+def _plain(facts: Facts, obj: Any) -> bool:
     """Data that can neither be called nor run anything: literals and containers of them."""
-    if obj is None or isinstance(obj, (str, bytes, int, float, complex)):
-        return type(obj) in (type(None), str, bytes, int, float, complex, bool)
-    if type(obj) in (tuple, list):
-        return all(map(_plain, obj))
-    if type(obj) is dict:
-        return all(_plain(k) and _plain(v) for k, v in obj.items())
-    return False
-
-
-def _ints(obj: Any) -> bool:
-    return type(obj) in (tuple, list) and all(type(i) is int for i in obj)
+    return _walk(facts, "plain", obj, _literal)
 
 
 def _shape(*types_: tuple[type, ...] | Callable[[Any], bool]) -> ArgCheck:
@@ -108,22 +178,93 @@ def _shape(*types_: tuple[type, ...] | Callable[[Any], bool]) -> ArgCheck:
     return check
 
 
-def _either(*checks: ArgCheck) -> ArgCheck:
-    def check(facts: Facts, args: tuple[Any, ...]) -> str | None:
-        reasons = [check(facts, args) for check in checks]
-        return None if None in reasons else reasons[-1]
-
-    return check
+def _ints(obj: Any) -> bool:
+    return type(obj) in (tuple, list) and all(type(i) is int for i in obj)
 
 
-def _plain_args(facts: Facts, args: tuple[Any, ...]) -> str | None:
-    return None if all(map(_plain, args)) else "its arguments must be plain data"
+def _int64(obj: Any) -> bool:
+    return type(obj) is int and -INT64 <= obj < INT64
 
 
-def _one_literal_container(facts: Facts, args: tuple[Any, ...]) -> str | None:
-    if len(args) == 0 or (len(args) == 1 and type(args[0]) in (list, tuple, dict)):
+def _bytearray(facts: Facts, args: tuple[Any, ...]) -> str | None:
+    """As pickle spells one (bytes; latin-1 text at protocol 2), or ``bytearray(n)``: at most
+    as many bytes as the level holds."""
+    if len(args) == 0 or (len(args) == 1 and type(args[0]) is bytes):
         return None
-    return "takes nothing or one list, tuple or dict made in this load"
+    if len(args) == 1 and type(args[0]) is int and 0 <= args[0] <= facts.room:
+        return None
+    if len(args) == 2 and type(args[0]) is str and args[1] in ("latin1", "latin-1"):
+        return None
+    return f"takes bytes, latin-1 text, or a size of at most the {facts.room} bytes read here"
+
+
+def _complex(facts: Facts, args: tuple[Any, ...]) -> str | None:
+    numbers = (int, float, bool)
+    if len(args) in (1, 2) and all(type(a) in numbers for a in args):
+        return None
+    return "takes one or two numbers"
+
+
+def _range(facts: Facts, args: tuple[Any, ...]) -> str | None:
+    """A range allocates nothing, but its length must fit in an int64 (``len()`` fails)."""
+    if len(args) in (1, 2, 3) and all(map(_int64, args)) and (len(args) < 3 or args[2] != 0):
+        return None
+    return "takes one to three ints below 2**63, the step not 0"
+
+
+def _slice(facts: Facts, args: tuple[Any, ...]) -> str | None:
+    if len(args) in (1, 2, 3) and all(_plain(facts, a) for a in args):
+        return None
+    return "takes one to three arguments, plain data"
+
+
+def _deque(facts: Facts, args: tuple[Any, ...]) -> str | None:
+    """``deque(items[, maxlen])`` as it pickles: the length bound is at most the level's size
+    (a deque allocates as it fills, but nothing larger is ever pickled)."""
+    if len(args) not in (0, 1, 2) or (args and type(args[0]) not in (list, tuple)):
+        return "takes a list and a maximum length"
+    if args and not _plain(facts, args[0]):
+        return "its items must be plain data"
+    maxlen = args[1] if len(args) == 2 else None
+    if maxlen is None or (type(maxlen) is int and 0 <= maxlen <= facts.room):
+        return None
+    return f"its maximum length must be from 0 to the {facts.room} bytes read here"
+
+
+def _torch_size(facts: Facts, args: tuple[Any, ...]) -> str | None:
+    return None if not args or (len(args) == 1 and shape_error(args[0]) is None) else "a shape"
+
+
+def _device(facts: Facts, args: tuple[Any, ...]) -> str | None:
+    return device_error(args)
+
+
+def _sequence(facts: Facts, args: tuple[Any, ...]) -> str | None:
+    if len(args) == 0 or (len(args) == 1 and type(args[0]) in (list, tuple)):
+        return None
+    return "takes nothing or one list or tuple made in this load"
+
+
+def _mapping(facts: Facts, args: tuple[Any, ...]) -> str | None:
+    if len(args) == 0 or (len(args) == 1 and type(args[0]) is dict):
+        return None
+    return "takes nothing or one dict made in this load"
+
+
+def _hashables(facts: Facts, args: tuple[Any, ...]) -> str | None:
+    """A set's items, as it pickles them: what hashes without running anything the file
+    chose (literals, named classes and constants, tuples of them): a list or an instance
+    would fail the load, or call its class's ``__hash__``."""
+
+    def leaf(item: Any) -> bool:
+        return _literal(item) or getattr(facts.named(item), "kind", "") in ("class", "constant")
+
+    items = args[0] if len(args) == 1 and type(args[0]) in (list, tuple) else None
+    if not args or (
+        items is not None and all(_walk(facts, "hashable", i, leaf, (tuple,)) for i in items)
+    ):
+        return None
+    return "takes nothing or one list of literals, named classes and tuples of them"
 
 
 def _tensor(facts: Facts, args: tuple[Any, ...]) -> str | None:
@@ -131,27 +272,53 @@ def _tensor(facts: Facts, args: tuple[Any, ...]) -> str | None:
     if len(args) not in (6, 7):
         return f"takes 6 or 7 arguments, not {len(args)}"
     storage, offset, size, stride, grad, hooks, *metadata = args
-    if facts.created(storage) != STORAGE:  # torch 1.0 passed hooks None; either is replaced
+    described = facts.described(storage)
+    if facts.created(storage) != STORAGE or type(described) is not Storage:
         return "its storage must come from torch's storage protocol in this load"
-    if type(offset) is not int or not _ints(size) or not _ints(stride) or type(grad) is not bool:
-        return "offset, size, stride and requires_grad must be ints and a bool"
-    if hooks is not None and not facts.empty(hooks):
+    why = tensor_error(described, offset, size, stride, grad)
+    if why is not None:
+        return why
+    if hooks is not None and not facts.empty(hooks):  # torch 1.0 passed None; both replaced
         return "backward hooks run later: only an empty dict is allowed"
-    if metadata and not _plain(metadata[0]):
-        return "its metadata must be plain data"
+    if metadata and not _tensor_metadata(metadata[0], described):
+        return "its metadata must be torch's: {'conj': bool, 'neg': bool} of a complex tensor"
     return None
+
+
+def _tensor_metadata(metadata: Any, storage: Storage) -> bool:
+    if type(metadata) is not dict or not all(type(v) is bool for v in metadata.values()):
+        return False
+    return not metadata or (set(metadata) <= {"conj", "neg"} and "Complex" in storage.kind)
+
+
+def _described_tensor(facts: Facts, args: tuple[Any, ...]) -> Tensor:
+    return Tensor(facts.described(args[0]).differentiable)
+
+
+def _described_typed(facts: Facts, args: tuple[Any, ...]) -> Tensor:
+    """A tensor with Python attributes is the tensor its inner rebuild describes."""
+    return _described_tensor(facts, args[2])
+
+
+def _differentiable(facts: Facts, tensor: Any, grad: Any) -> bool:
+    described = facts.described(tensor)
+    return type(described) is Tensor and (grad is False or described.differentiable)
 
 
 def _parameter(facts: Facts, args: tuple[Any, ...]) -> str | None:
     if len(args) != 3 or facts.created(args[0]) != TENSOR or type(args[1]) is not bool:
         return "takes a tensor made in this load, a bool and empty hooks"
+    if not _differentiable(facts, args[0], args[1]):
+        return "only a float or complex tensor may require grad"
     return None if facts.empty(args[2]) else "backward hooks run later: only an empty dict"
 
 
 def _parameter_class(facts: Facts, args: tuple[Any, ...]) -> str | None:
     # torch < 1.1 pickled a parameter as Parameter(tensor, requires_grad).
     if len(args) in (1, 2) and facts.created(args[0]) == TENSOR and type(args[-1]) is bool:
-        return None
+        grad = args[-1] if len(args) == 2 else True
+        ok = _differentiable(facts, args[0], grad)
+        return None if ok else "only a float or complex tensor may require grad"
     return "takes a tensor made in this load and a bool"
 
 
@@ -159,28 +326,50 @@ def _never(facts: Facts, state: Any) -> str | None:
     return "it is never built into"
 
 
+def _reconstructed(facts: Facts, args: tuple[Any, ...]) -> str | None:
+    return "an array is made by numpy's _reconstruct only, and filled by one BUILD"
+
+
 def _reconstruct(facts: Facts, args: tuple[Any, ...]) -> str | None:
+    # numpy pickles every array as _reconstruct(ndarray, (0,), b'b'), an empty one, then BUILD.
     entry = facts.named(args[0]) if args else None
     if len(args) != 3 or entry is None or entry.name != "numpy.ndarray":
         return "creates numpy.ndarray only"
-    return None if _ints(args[1]) and type(args[2]) is bytes else "takes a shape and bytes"
+    shape, typecode = args[1:]
+    ok = type(shape) in (tuple, list) and list(shape) == [0] and type(shape[0]) is int
+    return None if ok and typecode == b"b" else "takes the shape (0,) and b'b', as numpy pickles"
+
+
+def _an_array(facts: Facts, args: tuple[Any, ...]) -> Array:
+    return Array()
 
 
 def _scalar(facts: Facts, args: tuple[Any, ...]) -> str | None:
-    if len(args) == 2 and facts.created(args[0]) == "numpy.dtype" and type(args[1]) is bytes:
-        return None
-    return "takes a dtype made in this load and bytes"
+    if len(args) != 2 or facts.created(args[0]) != "numpy.dtype":
+        return "takes a dtype made in this load and bytes"
+    return scalar_error(args[1], facts.described(args[0]))
 
 
 def _frombuffer(facts: Facts, args: tuple[Any, ...]) -> str | None:
     # Protocol 5 pickles an array as (buffer, dtype, shape, order[, axis_order]), the buffer
-    # in-band as bytearray (bytes if read-only); numpy refuses the object dtype here itself.
-    if len(args) not in (4, 5) or type(args[0]) not in (bytes, bytearray):
-        return "takes bytes, a dtype, a shape and an order"
-    dtype, shape, order, *axes = args[1:]
-    if facts.created(dtype) != "numpy.dtype" or not _ints(shape) or order not in ("C", "F", "K"):
+    # in-band as bytearray (bytes if read-only).
+    if len(args) not in (4, 5) or facts.created(args[1]) != "numpy.dtype":
         return "takes bytes, a dtype made in this load, a shape and an order"
-    return None if axes in ([], [None]) or _ints(axes[0]) else "its axis order must be ints"
+    buffer, dtype, shape, order, *axes = args
+    why = buffer_error(buffer, facts.described(dtype), shape)
+    if why is not None:
+        return why
+    axis_order: Any = axes[0] if axes else None
+    if order in ("C", "F") and axis_order is None:
+        return None
+    permutation = type(axis_order) in (tuple, list) and len(axis_order) == len(shape)
+    if order == "K" and permutation and sorted(axis_order) == list(range(len(shape))):
+        return None
+    return "its order must be 'C' or 'F', or 'K' with an axis order that permutes its axes"
+
+
+def _an_array_built(facts: Facts, args: tuple[Any, ...]) -> Array:
+    return Array(built=True)
 
 
 def _stream(facts: Facts, args: tuple[Any, ...]) -> str | None:
@@ -192,9 +381,20 @@ def _stream(facts: Facts, args: tuple[Any, ...]) -> str | None:
 def _dtype(facts: Facts, args: tuple[Any, ...]) -> str | None:
     # copy=True: a new dtype, so BUILD cannot change numpy's shared ones.
     # Old numpy wrote the flags as ints: ('f8', 0, 1).
-    if len(args) == 3 and type(args[0]) is str and args[1] in (False, True) and args[2] == 1:
-        return None
-    return "takes (name, align, copy=True) as numpy pickles it"
+    if len(args) != 3 or args[1] not in (False, True) or args[2] != 1:
+        return "takes (name, align, copy=True) as numpy pickles it"
+    if type(args[1]) not in (bool, int) or type(args[2]) not in (bool, int):
+        return "takes (name, align, copy=True) as numpy pickles it"
+    if dtype_named(args[0]) is None:
+        return (
+            "its name must be one numpy pickles for a net's dtypes: b1, i/u 1-8, f2-f16, "
+            "c8-c32, S<n>, U<n>, V<n>, O8, M8, m8"
+        )
+    return None
+
+
+def _a_dtype(facts: Facts, args: tuple[Any, ...]) -> DType | None:
+    return dtype_named(args[0])
 
 
 _FACTORIES = {"builtins.dict", "builtins.list", "builtins.set", "builtins.int", "builtins.float"}
@@ -242,35 +442,19 @@ def _partial_state(facts: Facts, state: tuple[Any, ...]) -> str | None:
     if getattr(facts.named(func), "kind", "") == "class":
         ok = all(_made_here(facts, value) for value in (*args, *(kwds or {}).values()))
     else:
-        ok = _plain(args) and _plain(kwds)
+        ok = _plain(facts, args) and _plain(facts, kwds)
     return None if ok else "its arguments and keywords must be data made in this load"
 
 
 def _made_here(facts: Facts, value: Any) -> bool:
     """Plain data, what a call of this load made, a class the policy names, or lists of them."""
-    if type(value) in (tuple, list):
-        return all(_made_here(facts, item) for item in value)
-    if type(value) is dict:
-        return all(_plain(k) and _made_here(facts, v) for k, v in value.items())
-    entry = facts.named(value)
-    return (
-        _plain(value) or facts.created(value) is not None or getattr(entry, "kind", "") == "class"
-    )
 
+    def leaf(item: Any) -> bool:
+        entry = facts.named(item)
+        made = facts.created(item) is not None or getattr(entry, "kind", "") == "class"
+        return _literal(item) or made
 
-def _dtype_state(facts: Facts, state: tuple[Any, ...]) -> str | None:
-    return None if type(state) is tuple and _plain(state) else "takes a tuple of plain data"
-
-
-def _ndarray_state(facts: Facts, state: tuple[Any, ...]) -> str | None:
-    if type(state) is not tuple or len(state) != 5:
-        return "takes (version, shape, dtype, fortran, data)"
-    version, shape, dtype, fortran, data = state
-    if type(version) is not int or not _ints(shape) or type(fortran) is not bool:
-        return "version, shape and order must be an int, ints and a bool"
-    if facts.created(dtype) != "numpy.dtype":
-        return "its dtype must be made in this load"
-    return None if type(data) in (bytes, list) else "its data must be bytes or a list"
+    return _walk(facts, "made here", value, leaf)
 
 
 def _bound_method(facts: Facts, args: tuple[Any, ...]) -> str | None:
@@ -378,18 +562,17 @@ def _mareconstruct(facts: Facts, args: tuple[Any, ...]) -> str | None:
     return f"takes ({MASKED}, numpy.ndarray, (0,), 'b') only, as numpy.ma writes it"
 
 
-def _masked_state(facts: Facts, state: tuple[Any, ...]) -> str | None:
-    """An ndarray's state, then the mask's bytes and the fill value (checked by numpy against
-    the dtype): plain data or an array made in this load."""
-    if type(state) is not tuple or len(state) != 7:
-        return "takes (version, shape, dtype, fortran, data, mask, fill value)"
-    mask, fill = state[5:]
-    why = _ndarray_state(facts, state[:5])
-    if why is None and type(mask) not in (bytes, list):
-        return "its mask must be bytes or a list"
-    if why is None and not (_plain(fill) or facts.created(fill) == "numpy.ndarray"):
-        return "its fill value must be plain data or an array made in this load"
-    return why
+def masked_error(facts: Facts, shape: tuple[int, ...], mask: Any, fill: Any) -> str | None:
+    """Why a masked array's mask and fill value, after its data (an array's state, checked
+    as one), are not what numpy.ma writes: the mask's bytes, one an element, and a fill value
+    numpy checks against the dtype: plain data, or a numpy scalar or array made here."""
+    count = 1
+    for n in shape:
+        count *= n
+    if type(mask) is not bytes or len(mask) != count:
+        return f"its mask must be exactly the {count} bytes of its shape"
+    made = facts.created(fill) in ("numpy.ndarray", "numpy.generic")
+    return None if made or _literal(fill) else "its fill value must be plain or numpy data"
 
 
 def _created_elsewhere(facts: Facts, args: tuple[Any, ...]) -> str | None:
@@ -514,13 +697,16 @@ def _entries(kind: Kind, names: str, **how: Any) -> list[Entry]:
 
 
 _HAND: list[Entry] = [
-    *_entries("function", REBUILD, args=_tensor, returns=TENSOR, hooks_at=5),
+    *_entries(
+        "function", REBUILD, args=_tensor, returns=TENSOR, hooks_at=5, describe=_described_tensor
+    ),
     *_entries(
         "function",
         "torch._tensor._rebuild_from_type_v2",
         args=_typed_tensor,
         returns=TENSOR,
         substitute="typed",
+        describe=_described_typed,
     ),
     *_entries("constant", TENSOR),  # named as the type of a tensor with attributes
     *_entries(
@@ -529,25 +715,28 @@ _HAND: list[Entry] = [
         args=_parameter,
         returns=PARAMETER,
         hooks_at=2,
+        describe=_described_tensor,
     ),
-    *_entries("class", PARAMETER, args=_parameter_class, state=_never),
+    *_entries("class", PARAMETER, args=_parameter_class, state=_never, describe=_described_tensor),
     *_entries(
         "function",
         "numpy._core.multiarray._reconstruct numpy.core.multiarray._reconstruct",
         args=_reconstruct,
         returns="numpy.ndarray",
+        describe=_an_array,
     ),
     *_entries(
         "function",
         "numpy._core.numeric._frombuffer numpy.core.numeric._frombuffer",
         args=_frombuffer,
         returns="numpy.ndarray",
+        describe=_an_array_built,
+        substitute="frombuffer",
     ),
     *_entries(
         "function",
         "numpy._core.multiarray.scalar numpy.core.multiarray.scalar",
         args=_scalar,
-        substitute="scalar",
         returns="numpy.generic",  # made here: a namedtuple's field may be one
     ),
     # Protocol 2 spells bytes as encode(str, 'latin1'): a substitute that does only that.
@@ -565,24 +754,25 @@ _HAND: list[Entry] = [
         substitute="stream",
         returns=STORAGE,
     ),
-    *_entries("class", "builtins.set builtins.frozenset", args=_one_literal_container),
-    *_entries("class", "builtins.list", args=_one_literal_container, container="list"),
-    *_entries("class", "builtins.dict", args=_one_literal_container, container="dict"),
-    *_entries("class", "builtins.tuple", args=_one_literal_container),
-    *_entries(
-        "class",
-        "builtins.bytearray builtins.complex builtins.slice builtins.range",
-        args=_plain_args,
-    ),
+    *_entries("class", "builtins.set builtins.frozenset", args=_hashables),
+    *_entries("class", "builtins.list", args=_sequence, container="list"),
+    *_entries("class", "builtins.dict", args=_mapping, container="dict"),
+    *_entries("class", "builtins.tuple", args=_sequence),
+    *_entries("class", "builtins.bytearray", args=_bytearray),
+    # Protocol 2 spells b"" as bytes(): the audit makes it too (a substitute).
+    *_entries("class", "builtins.bytes", args=_shape(), substitute="bytes"),
+    *_entries("class", "builtins.complex", args=_complex),
+    *_entries("class", "builtins.slice", args=_slice),
+    *_entries("class", "builtins.range", args=_range),
     *_entries("class", "collections.OrderedDict", args=_shape(), container="dict"),
-    *_entries("class", "collections.Counter", args=_one_literal_container, container="dict"),
+    *_entries("class", "collections.Counter", args=_mapping, container="dict"),
     *_entries("class", "collections.defaultdict", args=_defaultdict, container="dict"),
-    *_entries("class", "collections.deque", args=_plain_args, container="list"),
-    *_entries("class", "numpy.dtype", args=_dtype, state=_dtype_state, subtypes=True),
-    *_entries("class", "numpy.ndarray", state=_ndarray_state),
+    *_entries("class", "collections.deque", args=_deque, container="list"),
+    *_entries("class", "numpy.dtype", args=_dtype, describe=_a_dtype, subtypes=True),
+    *_entries("class", "numpy.ndarray", args=_reconstructed),
     *_entries("class", "functools.partial", args=_partial, state=_partial_state),
-    *_entries("class", "torch.Size", args=_either(_shape(_ints), _shape())),
-    *_entries("class", "torch.device", args=_either(_shape((str,)), _shape((str,), (int,)))),
+    *_entries("class", "torch.Size", args=_torch_size),
+    *_entries("class", "torch.device", args=_device),
     *_entries("class", "torch.utils.data.dataloader.DataLoader"),
     # torch <= 1.x pickled each module's _backend as _get_thnn_function_backend(): see legacy.
     *_entries("function", "skorch_loadfix.stand_ins.no_backend", args=_shape()),
@@ -611,8 +801,9 @@ _HAND: list[Entry] = [
         returns=TENSOR,
         substitute="sparse",
     ),
-    *_entries("function", MASKED_BUILDER, args=_mareconstruct, returns=MASKED),
-    *_entries("class", MASKED, args=_created_elsewhere, state=_masked_state),
+    # Its BUILD goes to the array rebuild, as an array's with a mask and a fill value after.
+    *_entries("function", MASKED_BUILDER, args=_mareconstruct, returns=MASKED, describe=_an_array),
+    *_entries("class", MASKED, args=_created_elsewhere, state=_never),
     # SplineTransformer's splines: scipy's BSpline, with its array namespace's asarray.
     *_entries("class", "scipy.interpolate._bsplines.BSpline"),
     *_entries("constant", "scipy._lib.array_api_compat.numpy._aliases.asarray"),
@@ -867,6 +1058,8 @@ def _lookup(full: str, *, importing: bool) -> tuple[str, Any]:
             obj = namespace.get(part)
             if obj is None:
                 break
+        if isinstance(obj, staticmethod):  # what getattr, and so pickle, hands out
+            obj = obj.__func__
         if obj is not None:
             return module_name, obj
     return "", None

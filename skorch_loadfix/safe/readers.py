@@ -25,7 +25,8 @@ from ..devices import net_device
 from ..errors import UntrustedPickleError
 from ..formats import BLOB
 from ..legacy import upgrade_merged_state, upgrade_state
-from .archive import refusals
+from .archive import refusals, storage_sizes
+from .described import Storage
 from .hook import guarding
 from .memoryfile import MemoryFile
 from .policy import Policy, translated
@@ -172,8 +173,8 @@ class Reader:
         # Both readers, as torch.load calls them (torch 2.0 to 2.14), are untyped.
         legacy: Callable[..., Any] = serialization._legacy_load
         zipped: Callable[..., Any] = serialization._load
-        module = _pickle_module(self, level)
         if bytes(data[:4]) != ZIP_MAGIC:  # the stream torch < 1.6 wrote
+            module = _pickle_module(self, level, len(data), None)
             return legacy(file, self.map_location, module, encoding="utf-8")
         with unreadable():  # a zip that zipfile can't parse, as load() says it
             refused = refusals(data, level)  # what the audit refuses too
@@ -181,6 +182,7 @@ class Reader:
             raise UntrustedPickleError(self.where, refused)
         with unreadable():
             reader = torch._C.PyTorchFileReader(file)
+        module = _pickle_module(self, level, len(data), storage_sizes(data))
         return zipped(reader, self.map_location, module, encoding="utf-8")
 
     def _upstream(self, blob: bytes) -> Any:
@@ -220,8 +222,12 @@ class _InPlaceStreams(_Unrestricted, InPlace):
     """The pure-Python one, for a large blob: its tensor streams are read in place."""
 
 
-def _pickle_module(reader: Reader, level: str) -> types.ModuleType:
-    """A stand-in for the ``pickle`` module, as ``torch.load(pickle_module=...)`` takes."""
+def _pickle_module(
+    reader: Reader, level: str, room: int, records: dict[str, int] | None
+) -> types.ModuleType:
+    """A stand-in for the ``pickle`` module, as ``torch.load(pickle_module=...)`` takes;
+    ``room``: the bytes of the whole stream or zip, where its storages are; ``records``: a
+    zip's storage sizes by key."""
 
     class LevelUnpickler(Guarded):
         """The object's pickle: storages come by persistent id."""
@@ -237,13 +243,15 @@ def _pickle_module(reader: Reader, level: str) -> types.ModuleType:
                 level,
                 reader,
                 torch_stream=self.torch_stream,
+                room=room,
+                records=records,
                 **kwargs,
             )
 
         def load(self) -> Any:
             found = super().load()
             if self.torch_stream:
-                named.append(self.storage_keys)
+                named.append(self.roots())
             return found
 
     class HeaderUnpickler(LevelUnpickler):
@@ -251,11 +259,11 @@ def _pickle_module(reader: Reader, level: str) -> types.ModuleType:
 
         torch_stream = False
 
-    named: list[set[str]] = []  # the storage keys the object's pickle read, once it has run
+    named: list[dict[str, Storage]] = []  # the storages the object's pickle read, once run
 
     def load(file: IO[bytes], **kwargs: Any) -> Any:
         found = HeaderUnpickler(file, **kwargs).load()
-        refused = unfilled(named[-1], found, level) if named else {}  # after the object: keys
+        refused = unfilled(named[-1], found, level, file) if named else {}  # after the object
         if refused:
             raise UntrustedPickleError(reader.where, refused)
         return found

@@ -16,7 +16,11 @@ the policy and which ones a call of this load created, and refuses:
   optimizer's may not replace its class's ``step``;
 - SETITEM(S), APPEND(S), ADDITEMS into anything but a dict-, list- or set-like container
   made in this load, through its type's own methods;
-- PERSID outside torch's storage protocol inside a torch stream.
+- PERSID outside torch's storage protocol inside a torch stream, and storage ids whose type,
+  size or key ``described.storage_id`` refuses;
+- numpy's and torch's C-backed objects given a state: each call and BUILD of one is checked
+  into a description (``described``), and the object is built from that alone (``rebuild``):
+  a dtype once, with numpy's own state for its description; an array with exactly its bytes.
 
 ``Rules`` holds the checks; ``Guarded`` runs them on real objects, and the verifier runs
 the very same checks on symbols, so it can never be more lenient than the loader.
@@ -30,6 +34,7 @@ from __future__ import annotations
 import collections
 import copyreg
 import functools
+import io
 import pickle
 import struct
 import sys
@@ -40,6 +45,8 @@ from typing import IO, Any, ClassVar, Protocol
 from ..errors import UntrustedPickleError
 from ..formats import BLOB
 from ..legacy import OLD_BLOB, PREFIXES, upgrade_optimizer_state
+from . import rebuild
+from .described import STORAGE_TYPES, Array, DType, Storage, storage_id
 from .memoryfile import MemoryFile
 from .policy import (
     BOUND,
@@ -54,6 +61,7 @@ from .policy import (
     Policy,
     Refused,
     defined,
+    masked_error,
     table,
 )
 from .snapshot import snapshot
@@ -158,15 +166,22 @@ class Rules(InPlace):
         level: str,
         *,
         torch_stream: bool = False,
+        room: int | None = None,
+        records: dict[str, int] | None = None,
         **kwargs: Any,
     ) -> None:
         super().__init__(file, **kwargs)
         self.policy, self.where, self.level = policy, where, level
         self.torch_stream = torch_stream  # inside torch.load: storages come by PERSID
+        self.room = _size(file) if room is None else room  # bytes this level holds
+        self.records = records  # a zip's storage record sizes by key (``storage_id``)
         self._named: dict[int, Entry] = {}  # id -> entry, for what find_class returned
         self._created: dict[int, Entry] = {}  # id -> class entry, for what a call created
-        self._keep: list[Any] = []  # keeps both alive, so that no id is reused
+        self._described: dict[int, Any] = {}  # id -> description, for C-backed objects made
+        self._keep: list[Any] = []  # keeps all three alive, so that no id is reused
+        self.verdicts: dict[tuple[str, int], tuple[Any, int]] = {}  # policy._walk's
         self.storage_keys: set[Any] = set()  # the key of each storage id read
+        self._storages: dict[str, Storage] = {}  # key -> the storage torch files under it
 
     # -- what the two runs do differently --------------------------------------------------
 
@@ -194,6 +209,23 @@ class Rules(InPlace):
     def returned(self, entry: Entry, func: Any, result: Any) -> str | None:
         """Why ``result`` of calling ``entry`` (``func``) may not stay on the stack, or None."""
         return None
+
+    def rebuild(self, inst: Any, built: DType | tuple[Any, ...]) -> None:
+        """Give ``inst`` the state its checked description ``built`` says, and nothing else:
+        a dtype's, or an array's (shape, fortran, dtype, data)."""
+        raise NotImplementedError
+
+    def storage_kind(self, obj: Any) -> str | None:
+        """The name of the storage type ``obj`` is, if torch's ``StorageType`` made it."""
+        raise NotImplementedError
+
+    def storage_made(self, result: Any, storage: Storage) -> str | None:
+        """Why the storage torch returned is not the one ``storage`` describes, or None."""
+        return None
+
+    def streamed(self, result: Any) -> Storage | None:
+        """The description of the storage a tensor stream returned (``returned`` checked it)."""
+        raise NotImplementedError
 
     # -- the checks ---------------------------------------------------------------------------
 
@@ -234,6 +266,9 @@ class Rules(InPlace):
     def named(self, obj: Any) -> Entry | None:
         return self._named.get(id(obj))
 
+    def described(self, obj: Any) -> Any:
+        return self._described.get(id(obj))
+
     def empty(self, obj: Any) -> bool:
         made = self.created(obj) in ("collections.OrderedDict", "builtins.dict")
         return (made or type(obj) is dict) and not self.items_of(obj)
@@ -265,7 +300,7 @@ class Rules(InPlace):
                 result = self.construct(entry, func, args)
             else:
                 result = self.invoke(entry, func, args)
-        return self._record(opcode, entry, func, result)
+        return self._record(opcode, entry, func, result, args)
 
     def _reconstruct(self, opcode: str, args: tuple[Any, ...]) -> Any:
         """``copyreg._reconstructor(cls, base, state)``, which protocols 0 and 1 write to
@@ -280,7 +315,9 @@ class Rules(InPlace):
             self.fill(made, "__setitem__", [part for item in state.items() for part in item])
         return made
 
-    def _record(self, opcode: str, entry: Entry, func: Any, result: Any) -> Any:
+    def _record(
+        self, opcode: str, entry: Entry, func: Any, result: Any, args: tuple[Any, ...]
+    ) -> Any:
         method = entry.substitute == "method"  # a bound method, stored, never called: see policy
         if (isinstance(result, _CALLABLES) and not method) or id(result) in self._named:
             self.refuse(opcode, result, f"a call of {entry.name} returned a callable")
@@ -293,6 +330,10 @@ class Rules(InPlace):
         if made is not None:
             self._created[id(result)] = made
             self._keep.append(result)
+        if entry.describe is not None:
+            self._described[id(result)] = entry.describe(self, args)
+        elif entry.substitute == "stream":
+            self._described[id(result)] = self.streamed(result)
         return result
 
     def load_reduce(self) -> None:
@@ -321,7 +362,42 @@ class Rules(InPlace):
 
     def load_build(self) -> None:
         state = self.stack.pop()
-        self.build(self.stack[-1], state)
+        inst = self.stack[-1]
+        if type(self.described(inst)) in (DType, Array):
+            self._rebuild(inst, state)
+        else:
+            self.build(inst, state)
+
+    def _rebuild(self, inst: Any, state: Any) -> None:
+        """BUILD on a numpy dtype or array: checked into a description, built once from it.
+
+        numpy's ``__setstate__`` takes flags, item size, shape and data as given, and what
+        already uses the object reads them as they are now: so the object gets only the state
+        numpy computes for the description, and a dtype is used only once built.
+        """
+        described = self.described(inst)
+        built: DType | tuple[Any, ...] | str
+        if type(described) is DType:
+            built = described.build(state)
+            if type(built) is DType:
+                self._described[id(inst)] = built
+        else:
+            masked = self._created[id(inst)].name == MASKED
+            if masked and (type(state) is not tuple or len(state) != 7):
+                self.refuse(
+                    "BUILD", inst, "takes (version, shape, dtype, fortran, data, mask, fill)"
+                )
+            state, extra = (state[:5], state[5:]) if masked else (state, ())
+            dtype = state[2] if type(state) is tuple and len(state) == 5 else None
+            found = described.build(state, self.described(dtype))
+            if type(found) is not str and masked:
+                found = masked_error(self, found[0], *extra) or found
+            built = found if type(found) is str else (*found, dtype, state[4], *extra)
+            if type(found) is not str:
+                self._described[id(inst)] = Array(built=True)
+        if type(built) is str:
+            self.refuse("BUILD", inst, built)
+        self.rebuild(inst, built)  # type: ignore[arg-type]
 
     def build(self, inst: Any, state: Any) -> None:
         """Checks ``state`` and sets it: a copy of its plain containers, so that what is
@@ -406,6 +482,7 @@ class Rules(InPlace):
         return None if entry is None else entry.container
 
     def _fill(self, opcode: str, kind: str, method: str, items: list[Any]) -> None:
+        self.verdicts.clear()  # a container changes: what was checked of it may no longer hold
         target = self.stack[-1]
         if self._container(target) != kind:
             self.refuse(opcode, target, f"only a {kind} made in this load is filled")
@@ -443,11 +520,27 @@ class Rules(InPlace):
             return
         if kind != "storage" or len(pid) < 3 or type(pid[2]) is not str:
             self.refuse("BINPERSID", pid, "only torch's ('storage', type, key, ...) ids are read")
+        found = storage_id(pid, self.storage_kind(pid[1]), self.room, self.records)
+        if isinstance(found, str):
+            self.refuse("BINPERSID", pid, found)
+            return
+        storage, key = found
+        for name, described in ((pid[2], Storage(storage.kind, pid[4])), (key, storage)):
+            if self._storages.setdefault(name, described) != described:  # torch reuses it
+                self.refuse("BINPERSID", pid, "its key names a storage of another type or size")
         self.storage_keys.add(pid[2])
         result = self.storage(pid)
+        why = self.storage_made(result, storage)
+        if why is not None:
+            self.refuse("BINPERSID", result, why)
         self._created[id(result)] = Entry(STORAGE, "function")
+        self._described[id(result)] = storage
         self._keep.append(result)
         self.append(result)
+
+    def roots(self) -> dict[str, Storage]:
+        """Each storage id's root key read, and the storage torch files under it."""
+        return {key: self._storages[key] for key in self.storage_keys}
 
     def load_persid(self) -> None:
         self.refuse("PERSID", None, "torch writes BINPERSID only")
@@ -475,6 +568,15 @@ class Net(Protocol):
     def stream(self, data: bytes | memoryview) -> Any: ...
 
     def restore_net(self, net: Any, state: dict[str, Any]) -> None: ...
+
+
+def _size(file: Any) -> int:
+    """The bytes ``file`` holds: what the level being read may allocate at most."""
+    where = file.tell()
+    try:
+        return int(file.seek(0, io.SEEK_END))
+    finally:
+        file.seek(where)
 
 
 def _latin1(text: str, encoding: str) -> bytes:
@@ -533,15 +635,13 @@ class Guarded(Rules):
 
     def resolve(self, entry: Entry, obj: Any) -> Any:
         substitutes = {"stream": self.tensor_stream, "latin1": _latin1, "method": _bind}
-        substitutes |= {"sparse": _sparse_tensor, **_MARKERS}
+        substitutes |= {"sparse": _sparse_tensor, "frombuffer": rebuild.frombuffer, **_MARKERS}
         return substitutes.get(entry.substitute or "", obj)
 
     def invoke(self, entry: Entry, func: Any, args: tuple[Any, ...]) -> Any:
-        if entry.substitute == "scalar" and args[0].hasobject:  # it would return its argument
-            self.refuse("REDUCE", func, "a numpy scalar of the object dtype")
         if entry.substitute == "typed":  # (rebuild, torch.Tensor, its arguments, attributes)
-            rebuild, _, inner, attributes = args
-            tensor = self.invoke(self._named[id(rebuild)], rebuild, inner)
+            rebuilder, _, inner, attributes = args
+            tensor = self.invoke(self._named[id(rebuilder)], rebuilder, inner)
             for key, value in attributes.items():  # scalars: nothing later can change them
                 setattr(tensor, key, value)
             return tensor
@@ -563,6 +663,23 @@ class Guarded(Rules):
                 else type(result) is expected
             )
         return None if ok else f"a call of {entry.name} returned a {type(result).__name__}"
+
+    def rebuild(self, inst: Any, built: DType | tuple[Any, ...]) -> None:
+        if isinstance(built, DType):
+            why = rebuild.dtype(inst, built)
+        else:
+            why = rebuild.array(inst, *built)
+        if why is not None:
+            self.refuse("BUILD", inst, why)
+
+    def storage_kind(self, obj: Any) -> str | None:
+        return rebuild.storage_kind(obj)
+
+    def storage_made(self, result: Any, storage: Storage) -> str | None:
+        return rebuild.storage_error(result, storage)
+
+    def streamed(self, result: Any) -> Storage | None:
+        return rebuild.described_storage(result)
 
     def set_state(self, entry: Entry, inst: Any, state: Any, slotstate: Any) -> None:
         net_module = sys.modules.get("skorch.net")
@@ -624,23 +741,34 @@ class Guarded(Rules):
             getattr(type(target), method)(target, items)
 
     def storage(self, pid: tuple[Any, ...]) -> Any:
-        import torch
-
-        result = self.persistent_load(pid)
-        if not isinstance(result, (torch.storage.TypedStorage, torch.UntypedStorage)):
-            self.refuse("BINPERSID", result, "torch's storage protocol returned no storage")
-        return result
+        return self.persistent_load(pid)
 
 
-def unfilled(named: set[str], keys: Any, level: str) -> dict[str, str]:
-    """The refusal, if an old torch stream's key list leaves out a storage its object named:
-    torch fills only the listed ones, and hands back the others as it allocated them,
-    holding whatever memory they got."""
+def unfilled(roots: dict[str, Storage], keys: Any, level: str, file: Any) -> dict[str, str]:
+    """The refusal, if an old torch stream does not fill each storage its object named
+    (``roots``, by key) as its id said. torch fills only the listed ``keys`` and hands back
+    the others as it allocated them, holding whatever memory they got; it reads each one's
+    element count from ``file`` before its bytes, and fails the load on a count other than
+    the id's, after the allocation."""
     listed = type(keys) is list and all(type(key) is str for key in keys)
-    if listed and named <= set(keys):
-        return {}
-    why = f"torch would return it uninitialized (in the {level})"
-    return {"a storage the stream never fills": why}
+    if not listed or set(keys) != set(roots) or len(set(keys)) != len(keys):
+        why = f"torch would return it uninitialized (in the {level})"
+        return {"a storage the stream never fills": why}
+    where, end = file.tell(), _size(file)
+    try:
+        for key in keys:
+            head = file.read(8)
+            count = int.from_bytes(head, "little", signed=True)
+            if len(head) < 8 or count != roots[key].numel:
+                break
+            file.seek(count * STORAGE_TYPES[roots[key].kind][0], io.SEEK_CUR)
+        else:
+            if file.tell() <= end:
+                return {}
+    finally:
+        file.seek(where)
+    why = f"the stream's data does not hold it at the size its id said (in the {level})"
+    return {"a storage of another size than its id's": why}
 
 
 def shadowing(cls: type, keys: Any) -> str | None:
@@ -701,19 +829,28 @@ def _profiling_wrapper() -> types.CodeType:
 
 
 def _classes() -> dict[str, Any]:  # a class, or a tuple of them for isinstance
+    """What each ``returns`` must be. numpy's submodules are taken only where imported: a
+    call of theirs was resolved by importing them, and numpy's ``__getattr__`` would import
+    them here, inside the guard, for any other load."""
     import numpy
     import torch
 
-    return {
+    classes = {
         TENSOR: torch.Tensor,
         PARAMETER: torch.nn.Parameter,
         STORAGE: (torch.storage.TypedStorage, torch.UntypedStorage),
         "numpy.ndarray": numpy.ndarray,
         "numpy.dtype": numpy.dtype,
-        MASKED: numpy.ma.MaskedArray,
         BOUND: types.MethodType,
-        MT19937: numpy.random.MT19937,
-        RANDOM_STATE: numpy.random.RandomState,
-        SEED_SEQUENCE: numpy.random.SeedSequence,
         "torch.layout": torch.layout,
     }
+    masked, random = sys.modules.get("numpy.ma"), sys.modules.get("numpy.random")
+    if masked is not None:
+        classes[MASKED] = masked.MaskedArray
+    if random is not None:
+        classes |= {
+            MT19937: random.MT19937,
+            RANDOM_STATE: random.RandomState,
+            SEED_SEQUENCE: random.SeedSequence,
+        }
+    return classes

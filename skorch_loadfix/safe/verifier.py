@@ -25,7 +25,8 @@ from typing import Any
 from ..errors import UntrustedPickleError
 from ..formats import BLOB
 from ..legacy import OLD_BLOB, PREFIXES, init_defaults
-from .archive import data_pickle, refusals
+from .archive import data_pickle, refusals, storage_sizes
+from .described import STORAGE_TYPES, DType, Storage
 from .memoryfile import MemoryFile
 from .policy import Entry, Policy, Refused, translated
 from .unpickler import (
@@ -93,8 +94,8 @@ class Symbolic(Rules):
 
     def find_class(self, module: str, name: str) -> Any:
         self.audit.findings.seen[self.level].add(translated(module, name))
-        if self.torch_stream and module == "torch" and name.endswith("Storage"):
-            return _StorageType()  # torch's wrapper answers these itself, not find_class
+        if self.torch_stream and name in STORAGE_TYPES:  # as torch's find_class: any module
+            return _StorageType(name)  # torch's wrapper answers these itself, not find_class
         return super().find_class(module, name)
 
     def refused_global(self, refused: Refused) -> Any:
@@ -116,6 +117,8 @@ class Symbolic(Rules):
     def invoke(self, entry: Entry, func: Any, args: tuple[Any, ...]) -> Any:
         if entry.substitute == "latin1":
             return args[0].encode("latin1")
+        if entry.substitute == "bytes":
+            return b""
         if entry.substitute == "stream":
             return self.audit.stream(args[0])
         return Made(entry, args)
@@ -192,12 +195,31 @@ class Symbolic(Rules):
     def storage(self, pid: tuple[Any, ...]) -> Any:
         return Made(Entry(STORAGE_SYMBOL, "function"), pid)
 
+    def storage_kind(self, obj: Any) -> str | None:
+        return obj.name if isinstance(obj, _StorageType) else None
+
+    def storage_made(self, result: Any, storage: Storage) -> str | None:
+        self.audit.storages[id(result)] = (result, storage)  # for the level that streamed it
+        return None
+
+    def streamed(self, result: Any) -> Storage | None:
+        return self.audit.storages.get(id(result), (None, None))[1]
+
+    def rebuild(self, inst: Any, built: DType | tuple[Any, ...]) -> None:
+        inst.state = built  # what the object holds: walked for kept views
+
 
 class _StorageType:
     """torch's ``StorageType``: named inside torch streams, pushed, never called or built.
 
+    torch's ``find_class`` answers a name ``StorageType`` knows (``STORAGE_TYPES``) in any
+    module, before the unpickler's: so does the audit, and it answers no other.
+
     Not ``Opaque``: nothing was refused, so every rule still applies to it.
     """
+
+    def __init__(self, name: str) -> None:
+        self.name = name
 
 
 class Audit:
@@ -207,6 +229,7 @@ class Audit:
         self.policy, self.where = policy, where
         self.findings = Findings()
         self.restored: set[int] = set()  # ids of the nets whose blob the loader consumes
+        self.storages: dict[int, tuple[Made, Storage]] = {}  # each storage made, described
 
     def refuse(self, name: str, why: str) -> None:
         self.findings.refused.setdefault(name, why)
@@ -260,35 +283,48 @@ class Audit:
             if refused:  # torch.load would never read such an archive for the loader
                 self.findings.refused.update(refused)
                 return Opaque()
-            return self._pickle(io.BytesIO(data_pickle(data)), level, torch_stream=True)
+            pickled = io.BytesIO(data_pickle(data))  # its storages are in the rest of the zip
+            sizes = storage_sizes(data)
+            return self._pickle(pickled, level, torch_stream=True, room=len(data), records=sizes)
         file = MemoryFile(data)
         # magic number, protocol, sys_info, the object, storage keys; raw storages follow.
         if self._pickle(file, level) != TORCH_MAGIC:
             self.refuse(f"a stream in the {level}", "not a torch.save stream (no magic number)")
             return Opaque()
         found: list[Any] = []
-        named: set[str] = set()
+        roots: dict[str, Storage] = {}
         for torch_stream in (False, False, True, False):
-            found.append(self._pickle(file, level, torch_stream=torch_stream, keys=named))
+            found.append(self._pickle(file, level, torch_stream=torch_stream, roots=roots))
             if isinstance(found[-1], Opaque):
                 return found[-1]  # a broken rule stops the level: the rest can't be found
-        for name, why in unfilled(named, found[3], level).items():
+        for name, why in unfilled(roots, found[3], level, file).items():
             self.refuse(name, why)
         return found[2]
 
     def _pickle(
-        self, file: Any, level: str, *, torch_stream: bool = False, keys: set[str] | None = None
+        self,
+        file: Any,
+        level: str,
+        *,
+        torch_stream: bool = False,
+        roots: dict[str, Storage] | None = None,
+        room: int | None = None,
+        records: dict[str, int] | None = None,
     ) -> Any:
-        """``keys`` collects the key of each storage id the pickle reads."""
-        unpickler = Symbolic(file, self, level, torch_stream=torch_stream)
+        """``roots`` collects the storage each id the pickle reads files under its root key;
+        ``room``: the bytes the level holds, if more than ``file``'s; ``records``: a zip's
+        storage sizes by key."""
+        unpickler = Symbolic(
+            file, self, level, torch_stream=torch_stream, room=room, records=records
+        )
         try:
             return unpickler.load()
         except UntrustedPickleError as error:  # a rule broken: this level stops here
             self.findings.refused.update(error.refused)
             return Opaque()
         finally:
-            if keys is not None:
-                keys |= unpickler.storage_keys
+            if roots is not None:
+                roots.update(unpickler.roots())
 
 
 def restored_refusal(cls: type | None, state: Any, blob: Any, level: str) -> dict[str, str]:
