@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import encodings.cp437  # noqa: F401  zipfile decodes the names of replaced() zips with it
 import functools
+import inspect
 import io
 import json
 import pickle
@@ -382,7 +383,7 @@ def test_numpy_objects_load_canonical(name, protocol):
     for want, got in zip(*(x if type(x) is list else [x] for x in (numpys, loaded)), strict=True):
         assert type(got) is type(want)
         if isinstance(want, np.ndarray):
-            assert got.flags.owndata or got.nbytes == 0
+            assert owns_its_bytes(got)
             assert got.dtype == want.dtype and got.strides == want.strides
             assert got.nbytes == want.nbytes and np.array_equal(got, want)
         elif isinstance(want, np.dtype):
@@ -582,10 +583,24 @@ def encode(ops: list[list[tuple]]) -> bytes:
     return b"\x80\x03(" + b"".join(out[1:]) + b"".join(b"h" + bytes([i]) for i in memo) + b"t."
 
 
-RUNNER = """
+def owns_its_bytes(array) -> bool:
+    """Its own memory, or (numpy keeps bytes of over 1000 so) a bytes object of exactly its
+    size that nothing else holds: not the file's, which the memo can share."""
+    if array.flags.owndata or array.nbytes == 0:
+        return True
+    base = array.base
+    return type(base) is bytes and len(base) == array.nbytes and sys.getrefcount(base) == 3
+
+
+RUNNER = (
+    """
 import io, json, pickle, sys
 import numpy
 import skorch_loadfix
+
+"""
+    + inspect.getsource(owns_its_bytes)
+    + """
 
 def canonical(obj, problems):
     todo, seen = [obj], set()
@@ -597,7 +612,7 @@ def canonical(obj, problems):
         if type(item) in (list, tuple):
             todo += item
         elif isinstance(item, numpy.ndarray):
-            if not (item.flags.owndata or item.nbytes == 0):
+            if not owns_its_bytes(item):
                 problems.append("an array that does not own its bytes")
             if item.dtype.hasobject:  # each element must be an object
                 todo += item.ravel().tolist()
@@ -632,6 +647,7 @@ for i, data in enumerate(pickle.load(open(sys.argv[1], "rb"))):
     if problems:
         print(json.dumps([i, problems]), flush=True)
 """
+)
 
 
 @settings(max_examples=4, deadline=None, derandomize=True, database=None, phases=[Phase.generate])
@@ -654,3 +670,30 @@ def _env() -> dict[str, str]:
     import os
 
     return {**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)}
+
+
+class _SharedBytes:
+    """An array whose data is one bytes object the pickle also holds elsewhere (a memo GET)."""
+
+    def __init__(self, data: bytes):
+        self.data = data
+
+    def __reduce__(self):
+        reconstruct = np._core.multiarray._reconstruct
+        state = (1, (len(self.data) // 8,), np.dtype("f8"), False, self.data)
+        return reconstruct, (np.ndarray, (0,), b"b"), state
+
+
+def test_arrays_never_write_into_the_files_bytes():
+    """numpy keeps bytes of over 1000 as a writable buffer: the file's bytes object, shared
+    through the memo with anything else in the load. Each array gets a copy of its own."""
+    data = bytes(8 * 2000)
+    file = pickle.dumps([_SharedBytes(data), _SharedBytes(data), data], protocol=4)
+    first, second, raw = pickle.loads(file)  # the control: one buffer for all three
+    first[0] = 1.0
+    assert second[0] == 1.0 and raw[:8] != bytes(8)
+    assert skorch_loadfix.untrusted_globals(io.BytesIO(file)) == {}
+    first, second, raw = skorch_loadfix.load(io.BytesIO(file))
+    first[0] = 1.0
+    assert second[0] == 0.0 and raw == data
+    assert owns_its_bytes(first) and owns_its_bytes(second)

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import functools
 import math
+import sys
 from typing import Any
 
 from .described import STORAGE_TYPES, DType, Storage
@@ -36,15 +37,31 @@ def array(
     ``MaskedArray.__setstate__`` would, but through ndarray's own setter for each part."""
     import numpy
 
-    numpy.ndarray.__setstate__(inst, (1, shape, dtype, fortran, data))
+    numpy.ndarray.__setstate__(inst, (1, shape, dtype, fortran, _private(data)))
     # numpy may swap a non-native byte order to the native one, as its own unpickling does
-    same = inst.shape == shape and inst.dtype.itemsize == dtype.itemsize
+    same = inst.shape == shape and inst.dtype.itemsize == dtype.itemsize and _owns(inst)
     if masked:
         mask, fill = masked
-        numpy.ndarray.__setstate__(inst._mask, (1, shape, numpy.dtype(bool), fortran, mask))
+        bools = (1, shape, numpy.dtype(bool), fortran, _private(mask))
+        numpy.ndarray.__setstate__(inst._mask, bools)
         inst.fill_value = fill
-        same = same and inst._mask.shape == shape and inst._mask.flags.owndata
-    return None if same and inst.flags.owndata else "numpy built another array"
+        same = same and inst._mask.shape == shape and _owns(inst._mask)
+    return None if same else "numpy built another array"
+
+
+def _private(data: Any) -> Any:
+    """A copy of ``data``'s bytes that nothing else holds. numpy keeps bytes of over 1000
+    as the array's buffer, writable, instead of copying them: the file's bytes object, which
+    the memo can hand to anything else in the load (a dict key, a second array)."""
+    return bytes(memoryview(data)) if type(data) is bytes else data
+
+
+def _owns(array: Any) -> bool:
+    """Its own memory, or a bytes object of exactly its size that nothing else holds."""
+    base = array.base
+    if array.flags.owndata or array.nbytes == 0:
+        return True
+    return type(base) is bytes and len(base) == array.nbytes and sys.getrefcount(base) == 3
 
 
 def frombuffer(buffer: Any, dtype: Any, shape: Any, order: str, axis_order: Any = None) -> Any:
