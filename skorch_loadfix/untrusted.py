@@ -36,10 +36,9 @@ def load(file: File, *, allow: Iterable[object] = ()) -> Any:
     naming what it refuses, before anything is constructed.
     """
     from .safe.hook import guarding
-    from .safe.memoryfile import MemoryFile
     from .safe.policy import policy
     from .safe.readers import Reader
-    from .safe.verifier import OUTER, audit, refuse_untrusted, unreadable
+    from .safe.verifier import audit, refuse_untrusted, unreadable
 
     where = "skorch_loadfix.load()"
     trusted = policy(allow)
@@ -48,7 +47,7 @@ def load(file: File, *, allow: Iterable[object] = ()) -> Any:
         with guarding(where):
             refuse_untrusted(audit(data, trusted, where), where)
             with unreadable():  # allowed globals, but not a net's state, say
-                return Reader(None, {}, where, trusted).unpickler(MemoryFile(data), OUTER).load()
+                return Reader(None, {}, where, trusted).whole_file(data)
 
     return _reading(file, where, guarded)
 
@@ -70,17 +69,23 @@ def untrusted_globals(file: File, *, allow: Iterable[object] = ()) -> dict[str, 
 def _reading(file: File, where: str, use: Callable[[bytes | memoryview], T]) -> T:
     """``use(data)`` on the file's bytes; a map of them is closed when ``use`` returns.
 
+    What is no pickled net (an empty file, a state_dict, text) is one ``NotAPickledNet``
+    sentence saying what the file is and what to do (see ``content``).
+
     The unpickler hands out views of the map (a net's blob, tensor streams) for skorch's
     reader to consume. A view that outlives the load would alias the file, and keep it
     mapped: bytes the file put under the blob's key and kept elsewhere. Such a file is refused.
     """
+    from .content import explaining
     from .safe.verifier import KEPT_VIEW
 
     data = _read(file, where)
     if not isinstance(data, memoryview):
-        return use(data)
+        with explaining(data):
+            return use(data)
     mapping = cast(mmap.mmap, data.obj)
-    result = use(data)  # raising, views live on in the traceback: the map closes after them
+    with explaining(data):
+        result = use(data)  # raising, views live on in the traceback: the map closes after
     del data
     for _ in range(2):
         try:

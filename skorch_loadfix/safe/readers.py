@@ -26,6 +26,7 @@ from ..formats import BLOB
 from ..legacy import upgrade_state
 from .archive import refusals
 from .hook import guarding
+from .inflating import opened
 from .memoryfile import MemoryFile
 from .policy import Policy, translated
 from .unpickler import Guarded, InPlace, unfilled
@@ -105,6 +106,17 @@ class Reader:
             what = f"a {type(found).__name__} (in the {BLOB_LEVEL})"
             raise UntrustedPickleError(self.where, {NOT_DICT: what})
         return found
+
+    def whole_file(self, data: bytes | memoryview) -> Any:
+        """A file as ``load()`` takes it: ``torch.save``'s read as ``torch.load`` would (never
+        its dispatch); else its pickle, compressed or not, with joblib's arrays."""
+        from ..content import readable
+
+        content = readable(data)
+        if content.torch_save:
+            return self._torch_load(data, MemoryFile(data), OUTER)
+        file = opened(data, content.compression)
+        return self.unpickler(file, OUTER, arrays_follow=True).load()
 
     def unpickler(self, file: Any, level: str, **kwargs: Any) -> Guarded:
         assert self.policy is not None

@@ -40,6 +40,15 @@ from typing import IO, Any, ClassVar, Protocol
 from ..errors import UntrustedPickleError
 from ..formats import BLOB
 from ..legacy import OLD_BLOB, upgrade_optimizer_state
+from .joblib_format import (
+    WRAPPER,
+    WRAPPER_ENTRY,
+    ArrayWrapper,
+    Description,
+    describe,
+    padding,
+    read_array,
+)
 from .memoryfile import MemoryFile
 from .policy import PARAMETER, STORAGE, TENSOR, Entry, Policy, Refused, table
 
@@ -87,7 +96,9 @@ class InPlace(pickle._Unpickler):
 
     def __init__(self, file: IO[bytes] | MemoryFile, **kwargs: Any) -> None:
         super().__init__(file, **kwargs)
-        self._memory = file if isinstance(file, MemoryFile) else None
+        self.source = file
+        # A MemoryFile, or an Inflating stream: both hand out views (see _bytes).
+        self._memory: Any = file if callable(getattr(file, "view", None)) else None
 
     # Large bytes given to a tensor stream, or a net's blob: a view of the file, not a copy.
     def _bytes(self, size: int) -> None:
@@ -138,11 +149,13 @@ class Rules(InPlace):
         level: str,
         *,
         torch_stream: bool = False,
+        arrays_follow: bool = False,
         **kwargs: Any,
     ) -> None:
         super().__init__(file, **kwargs)
         self.policy, self.where, self.level = policy, where, level
         self.torch_stream = torch_stream  # inside torch.load: storages come by PERSID
+        self.arrays_follow = arrays_follow  # a whole file: joblib's arrays follow wrappers
         self._named: dict[int, Entry] = {}  # id -> entry, for what find_class returned
         self._created: dict[int, Entry] = {}  # id -> class entry, for what a call created
         self._keep: list[Any] = []  # keeps both alive, so that no id is reused
@@ -175,6 +188,18 @@ class Rules(InPlace):
         """Why ``result`` of calling ``entry`` (``func``) may not stay on the stack, or None."""
         return None
 
+    def made_dtype(self, dtype: Any) -> tuple[Any, Any] | None:
+        """The name and BUILD state ``dtype`` (a numpy dtype made in this load) comes from."""
+        raise NotImplementedError
+
+    def joblib_array(self, description: Description) -> Any:
+        """The array after a joblib wrapper (the audit: its bytes skipped), padding read."""
+        raise NotImplementedError
+
+    def nested(self) -> Rules:
+        """An unpickler for a pickle nested in this one's file, at this level, by these rules."""
+        raise NotImplementedError
+
     # -- the checks ---------------------------------------------------------------------------
 
     def refuse(self, opcode: str, obj: Any, why: str) -> None:
@@ -191,7 +216,10 @@ class Rules(InPlace):
 
     def find_class(self, module: str, name: str) -> Any:
         try:
-            entry, obj = self.policy.entry(module, name, importing=self.importing)
+            if self.arrays_follow and f"{module}.{name}" == WRAPPER:
+                entry, obj = WRAPPER_ENTRY, ArrayWrapper  # never joblib's class: see BUILD
+            else:
+                entry, obj = self.policy.entry(module, name, importing=self.importing)
         except Refused as refused:
             return self.refused_global(refused)
         obj = self.resolve(entry, obj)
@@ -291,6 +319,9 @@ class Rules(InPlace):
         if entry is None or entry.kind != "class":
             self.refuse("BUILD", inst, "only an instance a call of this load created is built")
         assert entry is not None
+        if entry is WRAPPER_ENTRY:
+            self.stack[-1] = self._joblib_array(inst, state)
+            return
         slotstate = None
         if entry.state is not None:
             why = entry.state(self, state)
@@ -309,6 +340,27 @@ class Rules(InPlace):
         if why is not None:
             self.refuse("BUILD", inst, why)
         self.set_state(entry, inst, state, slotstate)
+
+    def _joblib_array(self, wrapper: Any, state: Any) -> Any:
+        """What joblib's reader puts in a wrapper's place: see ``safe.joblib_format``."""
+        dtype = state.get("dtype") if type(state) is dict else None
+        description = describe(self, state, self.made_dtype(dtype))
+        if isinstance(description, str):
+            self.refuse("BUILD", wrapper, description)
+        assert isinstance(description, Description)
+        frame = self._unframer.current_frame  # type: ignore[attr-defined]
+        if frame is not None and frame.tell() < len(frame.getbuffer()):
+            self.refuse("BUILD", wrapper, "joblib writes an array after its wrapper's frame")
+        self._unframer.current_frame = None  # type: ignore[attr-defined]
+        del self._created[id(wrapper)]  # built once: the memo's copy is a husk from now on
+        if not description.objects:
+            padding(self.source, description)
+            return self.joblib_array(description)
+        nested = self.nested()  # joblib pickles an object array after its wrapper
+        found = nested.load()
+        if nested.created(found) != "numpy.ndarray":
+            self.refuse("BUILD", wrapper, "the pickle after an object array's wrapper is no array")
+        return found
 
     def instance_type(self, entry: Entry, inst: Any) -> type | None:
         """The class ``inst`` is an instance of, if known (the audit imports nothing)."""
@@ -469,6 +521,20 @@ class Guarded(Rules):
 
     def construct(self, entry: Entry, cls: Any, args: tuple[Any, ...]) -> Any:
         return cls.__new__(cls, *args)
+
+    def made_dtype(self, dtype: Any) -> tuple[Any, Any] | None:
+        import numpy
+
+        if not isinstance(dtype, numpy.dtype):
+            return None
+        reduced: Any = dtype.__reduce__()  # numpy's own description of it, checked there
+        return reduced[1][0], reduced[2]
+
+    def joblib_array(self, description: Description) -> Any:
+        return read_array(self.source, description)
+
+    def nested(self) -> Rules:
+        return Guarded(self.source, self.policy, self.where, self.level, self._net)
 
     def returned(self, entry: Entry, func: Any, result: Any) -> str | None:
         if entry.kind == "class":  # exactly that class (numpy's dtype: one of its subclasses)

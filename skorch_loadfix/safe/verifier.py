@@ -25,6 +25,8 @@ from typing import Any
 from ..errors import UntrustedPickleError
 from ..formats import BLOB
 from .archive import data_pickle, refusals
+from .inflating import opened
+from .joblib_format import Description, skip_array
 from .memoryfile import MemoryFile
 from .policy import Entry, Policy, Refused, translated
 from .unpickler import BLOB_KEYS, Rules, unfilled
@@ -121,6 +123,18 @@ class Symbolic(Rules):
     def construct(self, entry: Entry, cls: Any, args: tuple[Any, ...]) -> Any:
         return Made(entry, args)
 
+    def made_dtype(self, dtype: Any) -> tuple[Any, Any] | None:
+        if not isinstance(dtype, Made) or dtype.entry.name != "numpy.dtype" or not dtype.args:
+            return None
+        return dtype.args[0], dtype.state
+
+    def joblib_array(self, description: Description) -> Any:
+        skip_array(self.source, description)
+        return Made(Entry("numpy.ndarray", "constant"))
+
+    def nested(self) -> Rules:
+        return Symbolic(self.source, self.audit, self.level)
+
     def instance_type(self, entry: Entry, inst: Any) -> type | None:
         found = self.policy.imported(entry.name)
         return found if isinstance(found, type) else None
@@ -195,7 +209,14 @@ class Audit:
         self.findings.refused.setdefault(name, why)
 
     def file(self, data: bytes | memoryview) -> Findings:
-        self._kept_views(self._pickle(MemoryFile(data), OUTER), OUTER)
+        from ..content import readable
+
+        content = readable(data)
+        if content.torch_save:
+            found = self._torch(data, OUTER)
+        else:
+            found = self._pickle(opened(data, content.compression), OUTER, arrays_follow=True)
+        self._kept_views(found, OUTER)
         return self.findings
 
     def blob(self, data: bytes | memoryview) -> None:
@@ -259,10 +280,18 @@ class Audit:
         return found[2]
 
     def _pickle(
-        self, file: Any, level: str, *, torch_stream: bool = False, keys: set[str] | None = None
+        self,
+        file: Any,
+        level: str,
+        *,
+        torch_stream: bool = False,
+        arrays_follow: bool = False,
+        keys: set[str] | None = None,
     ) -> Any:
         """``keys`` collects the key of each storage id the pickle reads."""
-        unpickler = Symbolic(file, self, level, torch_stream=torch_stream)
+        unpickler = Symbolic(
+            file, self, level, torch_stream=torch_stream, arrays_follow=arrays_follow
+        )
         try:
             return unpickler.load()
         except UntrustedPickleError as error:  # a rule broken: this level stops here
@@ -314,9 +343,11 @@ def refuse_untrusted(findings: Findings, where: str) -> None:
 @contextmanager
 def unreadable() -> Iterator[None]:
     """Whatever bytes make a reader raise becomes one UnpicklingError that says so."""
+    from ..content import NotAPickledNet
+
     try:
         yield
-    except UntrustedPickleError:
+    except (UntrustedPickleError, NotAPickledNet):
         raise
     except Exception as exc:  # UnpicklingError, EOFError, BadZipFile, RecursionError, ...
         raise pickle.UnpicklingError(

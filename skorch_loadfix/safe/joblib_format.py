@@ -1,0 +1,179 @@
+"""joblib's arrays: a ``NumpyArrayWrapper`` in the pickle, the array's raw bytes right after.
+
+``joblib.dump`` pickles each numpy array as a wrapper whose BUILD state describes it
+(subclass, shape, order, dtype, allow_mmap, alignment), then writes a padding byte, that
+many padding bytes and the array's bytes outside any pickle frame; an object array is
+instead a nested pickle there (joblib's ``NumpyArrayWrapper.read_array``). joblib's own
+reader calls ``read`` on whatever the file BUILT: here the wrapper is never resolved as a
+class (joblib stays on the hard blocklist). The unpickler recognizes the name and makes an
+``ArrayWrapper``, with no behaviour; on its one BUILD the state is checked as data, and
+the array is read from the bytes that follow into a fresh array of a fresh dtype made
+from the checked description. The audit checks the same description and skips the same
+bytes, so it agrees with the loader byte for byte.
+"""
+
+from __future__ import annotations
+
+import math
+import pickle
+import re
+from dataclasses import dataclass
+from typing import Any
+
+from .memoryfile import MemoryFile
+from .policy import Entry, Facts
+
+WRAPPER = "joblib.numpy_pickle.NumpyArrayWrapper"
+WRAPPER_ENTRY = Entry(WRAPPER, "class")  # created by NEWOBJ without arguments, built once
+_KEYS = {"subclass", "shape", "order", "dtype", "allow_mmap", "numpy_array_alignment_bytes"}
+_REQUIRED = _KEYS - {"numpy_array_alignment_bytes"}  # joblib < 1.2 wrote no alignment
+_SUBCLASSES = {"numpy.ndarray", "numpy.memmap", "numpy.matrix"}  # read as an ndarray, as
+# joblib does on numpy 2 (no __array_prepare__ there)
+_NAME = re.compile(r"(b1|[iu][1248]|f[248]|c(8|16)|[SU][1-9][0-9]{0,8}|O[48])")
+_MAX_ALIGNMENT = 64  # joblib writes 16; the padding byte can't say more than 255 anyway
+
+
+class ArrayWrapper:
+    """What the file's ``NumpyArrayWrapper`` is while it loads: a place for its state."""
+
+
+@dataclass(frozen=True)
+class Description:
+    """A checked description of one array: what numpy is asked to make, nothing more."""
+
+    dtype: str  # a dtype string numpy reads back as itself, e.g. '<f4', '|b1', '<U3', '|O'
+    itemsize: int
+    shape: tuple[int, ...]
+    order: str  # 'C' or 'F'
+    alignment: int | None  # a padding byte, and up to this many bytes, come first
+
+    @property
+    def count(self) -> int:
+        return math.prod(self.shape)
+
+    @property
+    def nbytes(self) -> int:
+        return self.count * self.itemsize
+
+    @property
+    def objects(self) -> bool:
+        """An object array: joblib pickles it after the wrapper, with pickle."""
+        return self.dtype == "|O"
+
+
+def describe(facts: Facts, state: Any, dtype: tuple[Any, Any] | None) -> Description | str:
+    """The array ``state`` describes, or why it is refused.
+
+    ``dtype``: the name and BUILD state the state's dtype was made from in this load
+    (``numpy.dtype(name, align, copy)`` then BUILD), as the loader or the audit saw them.
+    They must be exactly what numpy pickles for a plain dtype: a number, bool, bytes or str
+    dtype, or the object dtype; never fields, subarrays or metadata.
+    """
+    if type(state) is not dict or not _REQUIRED <= set(state) <= _KEYS:
+        return f"a NumpyArrayWrapper's state is a dict of {sorted(_KEYS)}"
+    subclass = facts.named(state["subclass"])
+    if subclass is None or subclass.name not in _SUBCLASSES:
+        return f"a NumpyArrayWrapper's subclass must be one of {sorted(_SUBCLASSES)}"
+    shape, order = state["shape"], state["order"]
+    if type(shape) is not tuple or not all(type(n) is int and n >= 0 for n in shape):
+        return "a NumpyArrayWrapper's shape must be a tuple of ints >= 0"
+    if order not in ("C", "F") or type(order) is not str or type(state["allow_mmap"]) is not bool:
+        return "a NumpyArrayWrapper's order must be 'C' or 'F', and allow_mmap a bool"
+    alignment = state.get("numpy_array_alignment_bytes")
+    if alignment is not None and (type(alignment) is not int or not 0 < alignment <= 64):
+        return f"a NumpyArrayWrapper's alignment must be an int from 1 to {_MAX_ALIGNMENT}"
+    found = _dtype(dtype) if facts.created(state["dtype"]) == "numpy.dtype" else None
+    if found is None:
+        return (
+            "a NumpyArrayWrapper's dtype must be made in this load, as numpy pickles a plain "
+            "number, bool, bytes, str or object dtype"
+        )
+    return Description(*found, shape, order, alignment)
+
+
+def _dtype(made: tuple[Any, Any] | None) -> tuple[str, int] | None:
+    """The dtype string and item size, if ``made`` is exactly numpy's pickle of one."""
+    if made is None or type(made[0]) is not str or not _NAME.fullmatch(made[0]):
+        return None
+    name, state = made
+    kind, size = name[0], int(name[1:])
+    order = state[1] if type(state) is tuple and len(state) == 8 else None
+    flags: tuple[Any, ...] = (-1, -1, 0)  # numbers and bools: numpy knows their size
+    if kind == "O":
+        flags = (-1, -1, 63)  # NPY_OBJECT_DTYPE_FLAGS
+    elif kind == "S":
+        flags = (size, 1, 0)
+    elif kind == "U":
+        size *= 4
+        flags = (size, 4, 8)
+    one_byte = size == 1 or kind in "SO"
+    if order not in ("<", ">", "|") or (order == "|") != one_byte:
+        return None
+    if state != (3, order, None, None, None, *flags):
+        return None
+    return ("|O" if kind == "O" else f"{order}{name}"), size
+
+
+def padding(file: Any, description: Description) -> None:
+    """joblib >= 1.2 aligns the array: one byte says how many padding bytes follow."""
+    if description.alignment is None:
+        return
+    (length,) = _exactly(file, 1)
+    if length > description.alignment:
+        raise pickle.UnpicklingError(
+            f"a joblib array's padding ({length} bytes) is longer than its alignment"
+        )
+    _exactly(file, length)
+
+
+def _exactly(file: Any, size: int) -> bytes:
+    data: bytes = file.read(size)
+    if len(data) != size:
+        raise pickle.UnpicklingError(truncated(size, len(data)))
+    return data
+
+
+def truncated(wanted: int, got: int) -> str:
+    return f"a joblib array announces {wanted} bytes, but the file holds {got}: truncated"
+
+
+def available(file: Any, size: int) -> None:
+    """Refuses, before anything is allocated, an array larger than the file holds.
+
+    A compressed file's size is known only by decompressing it: ``Inflating`` grows what it
+    yields as it goes, and the array's pages are touched only as bytes arrive.
+    """
+    if isinstance(file, MemoryFile) and file.remaining() < size:
+        raise pickle.UnpicklingError(truncated(size, file.remaining()))
+
+
+def read_array(file: Any, description: Description) -> Any:
+    """A fresh array of a fresh dtype, filled from the file, in joblib's layout."""
+    import numpy
+
+    available(file, description.nbytes)
+    dtype = numpy.dtype(description.dtype)
+    array = numpy.empty(description.shape, dtype, order=description.order)
+    # joblib writes the bytes in the array's order: the memory, as it lies (a transposed
+    # Fortran array is C-contiguous). The array owns exactly them.
+    target = (array.T if description.order == "F" else array).data
+    target, done = target.cast("B") if description.nbytes else target, 0
+    while done < description.nbytes:  # readinto may return less: an inflating stream
+        got = file.readinto(target[done:])
+        if not got:
+            raise pickle.UnpicklingError(truncated(description.nbytes, done))
+        done += got
+    if not dtype.isnative:  # as joblib.load does by default
+        array = array.astype(dtype.newbyteorder("="))
+    return array
+
+
+def skip_array(file: Any, description: Description) -> None:
+    """The audit's reading: the same checks, the bytes passed over, nothing allocated."""
+    available(file, description.nbytes)
+    left = description.nbytes
+    while left:
+        got = len(file.read(min(left, 1 << 20)))
+        if not got:
+            raise pickle.UnpicklingError(truncated(description.nbytes, description.nbytes - left))
+        left -= got
