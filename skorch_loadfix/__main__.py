@@ -42,11 +42,15 @@ def show_status() -> int:
     return 0
 
 
-def inspect_command(path: Path, *, as_json: bool) -> int:
+def inspect_command(path: Path, *, as_json: bool, allow: tuple[str, ...] = ()) -> int:
     from .inspection import inspect_file
+    from .upgrade import blocked_allow
 
+    if blocked_allow(allow):
+        print(f"skorch-loadfix inspect: {blocked_allow(allow)}", file=sys.stderr)
+        return 2
     try:
-        report = inspect_file(path.read_bytes())
+        report = inspect_file(path.read_bytes(), allow)
     except Exception as exc:  # a report on untrusted bytes: one line, never a traceback
         message = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
         print(f"skorch-loadfix inspect: {path}: {message}", file=sys.stderr)
@@ -82,6 +86,13 @@ def main(argv: list[str] | None = None) -> int:
     )
     inspect.add_argument("file", type=Path)
     inspect.add_argument("--json", action="store_true", help="print JSON for machines")
+    inspect.add_argument(
+        "--allow",
+        action="append",
+        default=[],
+        metavar="MODULE.QUALNAME",
+        help="a global load() may resolve besides its allowlist, as upgrade --allow (repeatable)",
+    )
     from .upgrade import add_arguments
 
     upgrade = commands.add_parser(
@@ -99,7 +110,7 @@ def main(argv: list[str] | None = None) -> int:
 
         return run(args)
     if args.command == "inspect":
-        return inspect_command(args.file, as_json=args.json)
+        return inspect_command(args.file, as_json=args.json, allow=tuple(args.allow))
     if args.command == "demo":
         from .demo import main as demo
 

@@ -18,7 +18,7 @@ import math
 import pickle
 import re
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Literal
 
 from .memoryfile import MemoryFile
 from .policy import Entry, Facts
@@ -44,7 +44,7 @@ class Description:
     dtype: str  # a dtype string numpy reads back as itself, e.g. '<f4', '|b1', '<U3', '|O'
     itemsize: int
     shape: tuple[int, ...]
-    order: str  # 'C' or 'F'
+    order: Literal["C", "F"]
     alignment: int | None  # a padding byte, and up to this many bytes, come first
 
     @property
@@ -77,10 +77,12 @@ def describe(facts: Facts, state: Any, dtype: tuple[Any, Any] | None) -> Descrip
     shape, order = state["shape"], state["order"]
     if type(shape) is not tuple or not all(type(n) is int and n >= 0 for n in shape):
         return "a NumpyArrayWrapper's shape must be a tuple of ints >= 0"
-    if order not in ("C", "F") or type(order) is not str or type(state["allow_mmap"]) is not bool:
+    if type(order) is not str or order not in ("C", "F") or type(state["allow_mmap"]) is not bool:
         return "a NumpyArrayWrapper's order must be 'C' or 'F', and allow_mmap a bool"
     alignment = state.get("numpy_array_alignment_bytes")
-    if alignment is not None and (type(alignment) is not int or not 0 < alignment <= 64):
+    if alignment is not None and (
+        type(alignment) is not int or not 0 < alignment <= _MAX_ALIGNMENT
+    ):
         return f"a NumpyArrayWrapper's alignment must be an int from 1 to {_MAX_ALIGNMENT}"
     found = _dtype(dtype) if facts.created(state["dtype"]) == "numpy.dtype" else None
     if found is None:
@@ -88,7 +90,7 @@ def describe(facts: Facts, state: Any, dtype: tuple[Any, Any] | None) -> Descrip
             "a NumpyArrayWrapper's dtype must be made in this load, as numpy pickles a plain "
             "number, bool, bytes, str or object dtype"
         )
-    return Description(*found, shape, order, alignment)
+    return Description(*found, shape, "C" if order == "C" else "F", alignment)
 
 
 def _dtype(made: tuple[Any, Any] | None) -> tuple[str, int] | None:
@@ -138,31 +140,33 @@ def truncated(wanted: int, got: int) -> str:
 
 
 def available(file: Any, size: int) -> None:
-    """Refuses, before anything is allocated, an array larger than the file holds.
-
-    A compressed file's size is known only by decompressing it: ``Inflating`` grows what it
-    yields as it goes, and the array's pages are touched only as bytes arrive.
-    """
+    """Refuses, before anything is allocated, an array larger than the file holds."""
     if isinstance(file, MemoryFile) and file.remaining() < size:
         raise pickle.UnpicklingError(truncated(size, file.remaining()))
 
 
 def read_array(file: Any, description: Description) -> Any:
-    """A fresh array of a fresh dtype, filled from the file, in joblib's layout."""
+    """A fresh array of a fresh dtype, filled from the file, in joblib's layout.
+
+    From a ``MemoryFile`` (a mapped file) the bytes are copied straight into the array, and
+    the pages handed back as it goes. A compressed file's size is known only by
+    decompressing it: its bytes are gathered as they come (``Inflating.view``), so an array
+    announced larger than the stream yields costs what it yielded, then the array is made.
+    """
     import numpy
 
     available(file, description.nbytes)
+    data = None if isinstance(file, MemoryFile) else file.view(description.nbytes)
     dtype = numpy.dtype(description.dtype)
     array = numpy.empty(description.shape, dtype, order=description.order)
-    # joblib writes the bytes in the array's order: the memory, as it lies (a transposed
-    # Fortran array is C-contiguous). The array owns exactly them.
-    target = (array.T if description.order == "F" else array).data
-    target, done = target.cast("B") if description.nbytes else target, 0
-    while done < description.nbytes:  # readinto may return less: an inflating stream
-        got = file.readinto(target[done:])
-        if not got:
-            raise pickle.UnpicklingError(truncated(description.nbytes, done))
-        done += got
+    if description.nbytes:
+        # joblib writes the bytes in the array's order: its memory as it lies (a transposed
+        # Fortran array is C-contiguous). The array owns exactly them.
+        target = (array.T if description.order == "F" else array).data.cast("B")
+        if data is not None:
+            target[:] = data
+        elif file.readinto(target) != description.nbytes:
+            raise pickle.UnpicklingError(truncated(description.nbytes, 0))
     if not dtype.isnative:  # as joblib.load does by default
         array = array.astype(dtype.newbyteorder("="))
     return array
