@@ -16,8 +16,11 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 
+# zipfile decodes a name without the UTF-8 flag (numpy.savez writes such) from cp437, which
+# it imports on first use: a guarded load's audit hook refuses imports.
+import encodings.cp437  # noqa: F401
+
 from .safe.memoryfile import MemoryFile
-from .safe.verifier import ZIP_MAGIC, is_torch_save
 
 # joblib's compressors (joblib/compressor.py), each read with the standard library's.
 COMPRESSED = {
@@ -91,6 +94,8 @@ def recognize(data: bytes | memoryview) -> Content:
     by its first bytes is tried as a pickle (protocols 0 and 1 are text): ``unreadable``
     names a file that then fails to read.
     """
+    from .safe.verifier import ZIP_MAGIC, is_torch_save
+
     head = bytes(memoryview(data)[:64])
     if not head:
         return Content("empty")

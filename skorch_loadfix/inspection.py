@@ -95,7 +95,9 @@ def inspect_file(data: bytes, allow: tuple[str, ...] = ()) -> Report:
     with explaining(data):
         findings = audit(data, policy(allow), where)
     if content.torch_save:  # torch.load reads the whole file: its outer pickle first
-        return _report(content, findings, _refused_by_torch(findings.seen[OUTER]), [])
+        refused = _refused_by_torch(findings.seen[OUTER])
+        nets = {net.entry.name for net in findings.nets}
+        return _report(content, findings, sorted(refused, key=lambda n: n not in nets), [])
     blob = _net_state(findings).get(BLOB)
     # What apply() with weights_only=True reads restricted: a torch.save blob and tensor
     # streams; a pickle blob is read by pickle, as skorch 1.2-1.4 do.

@@ -27,19 +27,21 @@ _DECOMPRESSORS: dict[str, Any] = {
     "lzma": lambda: lzma.LZMADecompressor(lzma.FORMAT_ALONE),
     "xz": lambda: lzma.LZMADecompressor(lzma.FORMAT_XZ),
 }
+try:  # imported now: a guarded load's audit hook refuses imports
+    from lz4.frame import LZ4FrameDecompressor
+
+    _DECOMPRESSORS["lz4"] = LZ4FrameDecompressor
+except ImportError:
+    pass
 
 
 def decompressor(compression: str) -> Any:
     """A fresh decompressor for ``compression``; lz4 only where the lz4 package is installed."""
-    if compression == "lz4":
-        try:
-            from lz4.frame import LZ4FrameDecompressor
-        except ImportError:
-            raise pickle.UnpicklingError(
-                "an lz4-compressed file (joblib.dump(..., compress='lz4')): reading it needs "
-                "the lz4 package; pip install lz4, then load it again"
-            ) from None
-        return LZ4FrameDecompressor()
+    if compression == "lz4" and "lz4" not in _DECOMPRESSORS:
+        raise pickle.UnpicklingError(
+            "an lz4-compressed file (joblib.dump(..., compress='lz4')): reading it needs "
+            "the lz4 package; pip install lz4, then load it again"
+        )
     return _DECOMPRESSORS[compression]()
 
 

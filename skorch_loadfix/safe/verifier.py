@@ -22,6 +22,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any
 
+from ..content import NotAPickledNet, readable
 from ..errors import UntrustedPickleError
 from ..formats import BLOB
 from .archive import data_pickle, refusals
@@ -209,8 +210,6 @@ class Audit:
         self.findings.refused.setdefault(name, why)
 
     def file(self, data: bytes | memoryview) -> Findings:
-        from ..content import readable
-
         content = readable(data)
         if content.torch_save:
             found = self._torch(data, OUTER)
@@ -343,8 +342,6 @@ def refuse_untrusted(findings: Findings, where: str) -> None:
 @contextmanager
 def unreadable() -> Iterator[None]:
     """Whatever bytes make a reader raise becomes one UnpicklingError that says so."""
-    from ..content import NotAPickledNet
-
     try:
         yield
     except (UntrustedPickleError, NotAPickledNet):
