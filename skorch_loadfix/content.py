@@ -9,16 +9,15 @@ file is and what to do, instead of whatever error a pickle reader makes of the b
 
 from __future__ import annotations
 
+# zipfile decodes a name without the UTF-8 flag (numpy.savez writes such) from cp437, which
+# it imports on first use: a guarded load's audit hook refuses imports.
+import encodings.cp437  # noqa: F401
 import pickle
 import struct
 import zipfile
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
-
-# zipfile decodes a name without the UTF-8 flag (numpy.savez writes such) from cp437, which
-# it imports on first use: a guarded load's audit hook refuses imports.
-import encodings.cp437  # noqa: F401
 
 from .safe.memoryfile import MemoryFile
 

@@ -337,9 +337,14 @@ def _jsonable(value: Any) -> Any:
     return value
 
 
+def _module_name(net: Any) -> str:
+    module = getattr(net, "module_", net.module)  # a search's template is not initialized
+    return module.__name__ if isinstance(module, type) else type(module).__name__
+
+
 def _describe(found: Any) -> str:
     nets = _nets(found)
-    each = ", ".join(f"{type(net).__name__} with {type(net.module_).__name__}" for net in nets)
+    each = ", ".join(f"{type(net).__name__} with {_module_name(net)}" for net in nets)
     if nets == [found]:
         return each
     return f"{type(found).__name__} holding {len(nets)} net{'s' * (len(nets) > 1)} ({each})"
@@ -401,7 +406,7 @@ def _fsync(path: Path) -> None:
 
 def check(found: Any, target: Path, format: str) -> str:
     """Load ``target`` in a fresh interpreter without the patch; compare predictions."""
-    module = _nets(found)[0].module_
+    module = next(net.module_ for net in _nets(found) if hasattr(net, "module_"))
     width = getattr(found, "n_features_in_", None) or next(
         (m.in_features for m in module.modules() if hasattr(m, "in_features")), None
     )
