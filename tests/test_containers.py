@@ -101,10 +101,13 @@ ARRAYS = {
 }
 
 
-@pytest.mark.parametrize("compress", [None, "gzip"])
-def test_joblib_arrays_of_every_plain_dtype_and_order(tmp_path, compress):
+@pytest.mark.parametrize(
+    ("compress", "protocol"), [(None, 2), (None, 3), (None, 4), (None, 5), ("gzip", 4)]
+)
+def test_joblib_arrays_of_every_plain_dtype_and_order(tmp_path, compress, protocol):
+    """Protocols 4 and 5 frame the pickle: joblib ends a frame before each array."""
     path = tmp_path / "arrays.joblib"
-    joblib.dump(ARRAYS, path, compress=(compress, 3) if compress else 0)
+    joblib.dump(ARRAYS, path, compress=(compress, 3) if compress else 0, protocol=protocol)
     loaded, expected = both_read(path), joblib.load(path)
     for name, array in loaded.items():
         want = expected[name]
