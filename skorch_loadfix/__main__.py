@@ -98,10 +98,11 @@ def main(argv: list[str] | None = None) -> int:
     upgrade = commands.add_parser(
         "upgrade",
         help="re-save old pickled nets so the installed skorch reads them without this package",
-        description="Load IN (through load(), or --trusted) and write OUT as the installed "
-        "skorch writes it, atomically; or every file of a folder IN into --out FOLDER, with a "
-        "summary table. Exit status 1 if a file failed, 2 for a usage error (OUT exists "
-        "without --force, OUT is IN).",
+        description="Load IN (a pickle, joblib or torch.save file of a net, or of a Pipeline "
+        "or search object holding nets; through load(), or --trusted) and write OUT as the "
+        "installed skorch writes it, in IN's format, atomically; or every file of a folder IN "
+        "into --out FOLDER, with a summary table. Exit status 1 if a file failed, 2 for a "
+        "usage error (OUT exists without --force, OUT is IN, a blocklisted --allow).",
     )
     add_arguments(upgrade)
     args = parser.parse_args(argv)

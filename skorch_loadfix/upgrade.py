@@ -470,7 +470,9 @@ def _print_table(rows: Sequence[tuple[str, str, str]]) -> None:
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("source", type=Path, metavar="IN", help="a pickled net, or a folder")
+    parser.add_argument(
+        "source", type=Path, metavar="IN", help="a pickle, joblib or torch.save file, or a folder"
+    )
     parser.add_argument("target", type=Path, nargs="?", metavar="OUT", help="where to write it")
     parser.add_argument("--out", type=Path, help="with a folder IN: the folder to write to")
     parser.add_argument(
@@ -490,8 +492,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--trusted",
         action="store_true",
-        help="load with pickle.load and weights_only=False instead of load(): only for "
-        "files you trust, since unpickling runs whatever they name",
+        help="load with the file's own reader (pickle.load, joblib.load or torch.load) and "
+        "weights_only=False instead of load(): only for files you trust, since unpickling "
+        "runs whatever they name",
     )
     parser.add_argument("--force", action="store_true", help="replace an existing OUT")
     parser.add_argument(

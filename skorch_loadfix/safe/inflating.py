@@ -52,6 +52,9 @@ class Inflating(io.RawIOBase):
         super().__init__()
         self.compression = compression
         self._source = MemoryFile(data)
+        # Compressed bytes are copied in here (readinto hands a mapped file's pages back as
+        # it goes: they would count once more); each decompressor keeps what it needs.
+        self._input = memoryview(bytearray(CHUNK))
         self._decompressor = decompressor(compression)
         self._position = 0
 
@@ -110,7 +113,7 @@ class Inflating(io.RawIOBase):
             tail = getattr(inflater, "unconsumed_tail", b"")  # zlib keeps what it did not use
             data = tail
             if not tail and getattr(inflater, "needs_input", True):
-                data = self._source.read(CHUNK)
+                data = self._input[: self._source.readinto(self._input)]
             try:
                 out: bytes = inflater.decompress(data, min(most, CHUNK))
             except (zlib.error, OSError, lzma.LZMAError, EOFError, RuntimeError) as error:
