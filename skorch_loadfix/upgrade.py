@@ -124,8 +124,9 @@ def upgrade_file(source: Path, target: Path, options: Options) -> str:
         if format == "params":
             write_atomically(target, lambda folder: _save_params(found, folder), folder=True)
         else:
-            data = _dumps(found, format, written.compression if format == written.format else None)
-            _refuse_stand_ins(data)
+            compression = written.compression if format == written.format else None
+            data = _dumps(found, format, compression)
+            _refuse_stand_ins(pickle.dumps(found) if compression else data)
             write_atomically(target, lambda path: path.write_bytes(data))
     except OSError as exc:
         why = _first_line(exc)
@@ -284,7 +285,8 @@ def _applied() -> Iterator[None]:
 def _refuse_stand_ins(data: bytes) -> None:
     from . import stand_ins
 
-    # Module names are plain text in every pickle protocol, and torch.save zips are stored.
+    # Module names are plain text in every pickle protocol, and torch.save zips are stored;
+    # a compressed file's are not: it is checked as a pickle.
     if stand_ins.__name__.encode() in data:
         raise UpgradeError(
             "the net holds a skorch-loadfix stand-in (skorch 0.5's filtered_optimizer); "

@@ -230,7 +230,8 @@ def test_net_whose_module_class_is_gone_names_it_and_what_to_do(tmp_path, monkey
         skorch_loadfix.load(source, allow=["gone_module.GoneModule"])
 
 
-def test_net_holding_a_stand_in_is_not_upgraded(tmp_path, capsys):
+@pytest.mark.parametrize("compress", [None, "gzip"])
+def test_net_holding_a_stand_in_is_not_upgraded(tmp_path, capsys, compress):
     """skorch 0.5's filtered optimizer loads only through skorch-loadfix's stand-ins."""
     from skorch import NeuralNetClassifier
 
@@ -244,7 +245,10 @@ def test_net_holding_a_stand_in_is_not_upgraded(tmp_path, capsys):
     )
     net = NeuralNetClassifier(Model, optimizer=optimizer, max_epochs=1, verbose=0).fit(X, y)
     source, out = tmp_path / "net.pkl", tmp_path / "out.pkl"
-    source.write_bytes(pickle.dumps(net))
+    if compress:  # written back compressed: no module name shows in its bytes
+        _joblib(compress)(net, source)
+    else:
+        source.write_bytes(pickle.dumps(net))
     assert upgrade(source, out, "--trusted") == 1
     assert "holds a skorch-loadfix stand-in" in capsys.readouterr().err
     assert not out.exists()
