@@ -136,7 +136,10 @@ def upgrade_file(source: Path, target: Path, options: Options) -> str:
         how = f"joblib ({written.compression})"
     summary = f"{_describe(found)} as the installed skorch's {how}"
     if options.check:
-        summary += f"; {check(found, target, format)}"
+        try:
+            summary += f"; {check(found, target, format)}"
+        except UpgradeError as exc:  # what was written, then why the check failed
+            raise UpgradeError(f"{summary}; {exc}") from exc
     return summary
 
 

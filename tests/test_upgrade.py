@@ -307,14 +307,13 @@ def test_pipeline_is_upgraded_whole_in_the_format_it_was_written(tmp_path, capsy
         assert (b"NumpyArrayWrapper" in data) == (writer == "joblib")
 
 
-def test_format_overrides_what_the_file_was(tmp_path, capsys, pipe):
+def test_format_overrides_what_the_file_was(tmp_path, capsys, pipe, monkeypatch):
     """The control of the test above: the default is the file's own format, not pickle."""
     source, out = tmp_path / "in.joblib", tmp_path / "out.pkl"
     _joblib("gzip")(pipe, source)
     assert upgrade(source, out, "--format", "pickle") == 0
-    np.testing.assert_array_equal(
-        pickle.loads(out.read_bytes()).predict_proba(X), pipe.predict_proba(X)
-    )
+    upgraded = read_unpatched(out, monkeypatch)
+    np.testing.assert_array_equal(upgraded.predict_proba(X), pipe.predict_proba(X))
     assert upgrade(source, tmp_path / "params", "--format", "params") == 2
     assert "--format params saves one net's parameters, and the file holds Pipeline" in (
         capsys.readouterr().err
@@ -339,7 +338,7 @@ def test_search_object_keeps_its_template_and_refit_net(tmp_path, capsys, monkey
     np.testing.assert_array_equal(upgraded.predict_proba(X), search.predict_proba(X))
 
 
-def test_trusted_torch_save_file_is_read_by_torch_load(tmp_path, capsys):
+def test_trusted_torch_save_file_is_read_by_torch_load(tmp_path, capsys, monkeypatch):
     source, out = tmp_path / "net.pt", tmp_path / "out.pt"
     net = fit()
     torch.save(net, source)
@@ -347,6 +346,8 @@ def test_trusted_torch_save_file_is_read_by_torch_load(tmp_path, capsys):
         pickle.loads(source.read_bytes())  # the control: what --trusted read it with before
     assert upgrade(source, out, "--trusted") == 0
     assert "as the installed skorch's torch.save" in capsys.readouterr().out
+    for name, value in UNPATCHED_ENV.items():  # as read_unpatched does
+        monkeypatch.setenv(name, value)
     again = torch.load(out, weights_only=False)
     np.testing.assert_array_equal(again.predict_proba(X), net.predict_proba(X))
 
