@@ -73,16 +73,17 @@ _NAMES = {
 }
 _ADVICE = {
     "empty": "nothing was saved in it (an interrupted save?); save the net again",
-    "text": "it holds no pickled net; pass the file that net.save/pickle.dump/joblib.dump wrote",
+    "text": "it holds no pickled net; pass the file that pickle.dump, joblib.dump or "
+    "torch.save wrote",
     "npy": "it holds one array, not a net; read it with numpy.load(path, allow_pickle=False)",
     "npz": "it holds arrays, not a net; read it with numpy.load(path, allow_pickle=False)",
-    "zip": "it holds no pickled net at its top; unpack it and pass the pickled net inside",
+    "zip": "it is no torch.save file; unpack it and pass the pickled net inside",
     "safetensors": "it holds only tensors (a state_dict), not a net; build the net, call "
     "net.initialize(), then net.load_params(f_params=path, use_safetensors=True)",
     "old joblib": "its format is not supported; load it with joblib.load if you trust it, "
     "and save it again with a current joblib",
     "unknown": "it is not a pickle, a joblib file or a torch.save file; pass the file that "
-    "net.save/pickle.dump/joblib.dump/torch.save wrote",
+    "pickle.dump, joblib.dump or torch.save wrote",
 }
 
 
@@ -130,8 +131,9 @@ def readable(data: bytes | memoryview) -> Content:
 
 @contextmanager
 def explaining(data: bytes | memoryview) -> Iterator[None]:
-    """A file that no pickle reader can read, and that does not start as a protocol 2+
-    pickle does, is named (text, unknown) instead of the reader's error on its bytes."""
+    """A file that no pickle reader can read, and that is framed as no pickle is (a protocol
+    2+ pickle starts with PROTO; every pickle ends with STOP), is named (text, unknown)
+    instead of the reader's error on its bytes."""
     from .errors import UntrustedPickleError
 
     try:
@@ -139,7 +141,9 @@ def explaining(data: bytes | memoryview) -> Iterator[None]:
     except (UntrustedPickleError, NotAPickledNet):
         raise
     except pickle.UnpicklingError:
-        if recognize(data).kind != "pickle" or bytes(memoryview(data)[:1]) == b"\x80":
+        view = memoryview(data)
+        framed = bytes(view[:1]) == b"\x80" or bytes(view[-1:]) == pickle.STOP
+        if recognize(data).kind != "pickle" or framed:
             raise
         raise NotAPickledNet(unreadable(data).unsupported()) from None
 

@@ -425,3 +425,6 @@ def test_protocol_0_pickles_are_not_text(tmp_path):
     with pytest.raises(NotAPickledNet, match="a text file"):  # the control: it is text
         skorch_loadfix.load(io.BytesIO(data[:-2]))
     assert both_read(data) == {"a": [1, 2.5, "x"]}
+    # Framed as a pickle (it ends with STOP), a broken one keeps the pickle's own error.
+    with pytest.raises(pickle.UnpicklingError, match="not a readable pickle"):
+        skorch_loadfix.load(io.BytesIO(b"(I1\nt\x00."))
