@@ -34,6 +34,12 @@ def load(file: File, *, allow: Iterable[object] = ()) -> Any:
     built only as the policy says. The file's own ``torch_load_kwargs`` are ignored.
     A static audit runs first, so that a refused file raises ``UntrustedPickleError``,
     naming what it refuses, before anything is constructed.
+
+    The file may be a pickle (``pickle.dump``, cloudpickle), a ``joblib.dump`` file, plain
+    or compressed (joblib's arrays are read by the same rules), or a ``torch.save`` file
+    of the net. Anything else (empty, text, an ``.npz``, a ``state_dict`` in safetensors)
+    raises ``content.NotAPickledNet``, an ``UnpicklingError`` saying what the file is and
+    what to do.
     """
     from .safe.hook import guarding
     from .safe.policy import policy
