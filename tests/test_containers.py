@@ -183,6 +183,8 @@ def test_honest_wrapper_stream_loads_as_joblib_reads_it():
         ({"subclass": dict}, "subclass must be one of"),
         ({"shape": (-1,)}, "shape must be a tuple of ints"),
         ({"shape": [4]}, "shape must be a tuple of ints"),
+        ({"shape": (0, 1 << 62)}, "larger than numpy makes an array"),
+        ({"shape": (0,) * 65}, "larger than numpy makes an array"),
         ({"order": "K"}, "order must be 'C' or 'F'"),
         ({"numpy_array_alignment_bytes": 1 << 20}, "alignment must be an int"),
         ({"read": print}, "state is a dict of"),
@@ -195,6 +197,18 @@ def test_honest_wrapper_stream_loads_as_joblib_reads_it():
 )
 def test_wrapper_states_joblib_would_follow_are_refused(state, why):
     refused(wrapped(ARRAY_BYTES, **state), match=why)
+
+
+def test_dtype_descriptions_are_what_numpy_makes():
+    """A str dtype's item size is a C int in numpy: one past it, numpy refuses the name, so
+    the description (which the audit checks too) must."""
+    from skorch_loadfix.safe.joblib_format import _dtype
+
+    largest = ("U536870911", np.dtype("<U536870911").__reduce__()[2])
+    assert _dtype(largest) == ("<U536870911", 2147483644)  # the control
+    with pytest.raises(TypeError):
+        np.dtype("<U536870912")
+    assert _dtype(("U536870912", (3, "<", None, None, None, 2147483648, 4, 8))) is None
 
 
 def test_array_announced_larger_than_the_file_is_refused_before_allocating():

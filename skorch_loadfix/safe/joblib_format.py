@@ -90,6 +90,10 @@ def describe(facts: Facts, state: Any, dtype: tuple[Any, Any] | None) -> Descrip
             "a NumpyArrayWrapper's dtype must be made in this load, as numpy pickles a plain "
             "number, bool, bytes, str or object dtype"
         )
+    # numpy's own limits, so that the audit refuses what numpy.empty would: 64 dimensions,
+    # and a size in bytes (zeros aside) that fits its index type.
+    if len(shape) > 64 or math.prod(max(n, 1) for n in shape) * found[1] >= 1 << 63:
+        return "a NumpyArrayWrapper's shape is larger than numpy makes an array"
     return Description(*found, shape, "C" if order == "C" else "F", alignment)
 
 
@@ -109,8 +113,8 @@ def _dtype(made: tuple[Any, Any] | None) -> tuple[str, int] | None:
         size *= 4
         flags = (size, 4, 8)
     one_byte = size == 1 or kind in "SO"
-    if order not in ("<", ">", "|") or (order == "|") != one_byte:
-        return None
+    if order not in ("<", ">", "|") or (order == "|") != one_byte or size >= 1 << 31:
+        return None  # numpy keeps an item size in a C int
     if state != (3, order, None, None, None, *flags):
         return None
     return ("|O" if kind == "O" else f"{order}{name}"), size
