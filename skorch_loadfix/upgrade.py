@@ -115,7 +115,8 @@ def upgrade_file(source: Path, target: Path, options: Options) -> str:
     found = _load(source, written, options)
     nets = _nets(found)
     format = options.format or written.format
-    if format == "params" and nets != [found]:
+    compression = written.compression if format == written.format else None
+    if format == "params" and (len(nets) != 1 or nets[0] is not found):
         raise UsageError(
             f"--format params saves one net's parameters, and the file holds "
             f"{_describe(found)}; upgrade it as --format pickle, joblib or torch.save"
@@ -124,16 +125,13 @@ def upgrade_file(source: Path, target: Path, options: Options) -> str:
         if format == "params":
             write_atomically(target, lambda folder: _save_params(found, folder), folder=True)
         else:
-            compression = written.compression if format == written.format else None
             data = _dumps(found, format, compression)
             _refuse_stand_ins(pickle.dumps(found) if compression else data)
             write_atomically(target, lambda path: path.write_bytes(data))
     except OSError as exc:
         why = _first_line(exc)
         raise UpgradeError(f"could not write {target} ({why}); left as it was") from exc
-    how = "joblib" if format == "joblib" and written.compression is None else format
-    if format == "joblib" and written.compression and written.format == "joblib":
-        how = f"joblib ({written.compression})"
+    how = f"{format} ({compression})" if compression else format
     summary = f"{_describe(found)} as the installed skorch's {how}"
     if options.check:
         try:
@@ -350,7 +348,7 @@ def _module_name(net: Any) -> str:
 def _describe(found: Any) -> str:
     nets = _nets(found)
     each = ", ".join(f"{type(net).__name__} with {_module_name(net)}" for net in nets)
-    if nets == [found]:
+    if len(nets) == 1 and nets[0] is found:
         return each
     return f"{type(found).__name__} holding {len(nets)} net{'s' * (len(nets) > 1)} ({each})"
 
