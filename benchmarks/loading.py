@@ -7,16 +7,18 @@
 For each weight size (MiB), skorch 1.4.0 writes ``NeuralNetRegressor(Linear,
 module__in_features=n, module__out_features=n, module__bias=False)``, initialized, with
 n*n*4 bytes as close to the size as a square allows, in both blob formats (``pickle``, as
-skorch >= 1.2 writes, and ``torch.save``, as skorch <= 1.1 does), plus its ``state_dict``
-with ``torch.save``. Each measurement is a fresh interpreter that imports torch and skorch
-(and applies the patch, if patched), resets its peak RSS, then times ``pickle.load`` (or
-``skorch_loadfix.load``, or ``torch.load(weights_only=True)`` for the state_dict, the floor)
-and reads VmHWM: the rise is VmHWM minus the RSS before loading. The check confirms the
-loaded weight is a plain, contiguous, writable CPU tensor with the saved bytes, owning its
-storage, and (for a net) still the optimizer's parameter. Runs are interleaved (run 1 of
-every cell, then run 2, ...); a cell that raised once is not run again. Ratios are to
-upstream skorch 1.4.0 (unpatched) loading the pickle-format file of the same size. Missing
-skorch releases are pip-installed once into benchmarks/.cache/.
+skorch >= 1.2 writes, and ``torch.save``, as skorch <= 1.1 does), the same net with
+``joblib.dump`` (uncompressed, and gzip-compressed), plus its ``state_dict`` with
+``torch.save``. Each measurement is a fresh interpreter that imports torch and skorch (and
+applies the patch, if patched), resets its peak RSS, then times ``pickle.load``
+(``joblib.load`` for a joblib file; or ``skorch_loadfix.load``, or
+``torch.load(weights_only=True)`` for the state_dict, the floor) and reads VmHWM: the rise
+is VmHWM minus the RSS before loading. The check confirms the loaded weight is a plain,
+contiguous, writable CPU tensor with the saved bytes, owning its storage, and (for a net)
+still the optimizer's parameter. Runs are interleaved (run 1 of every cell, then run 2,
+...); a cell that raised once is not run again. Ratios are to upstream skorch 1.4.0
+(unpatched) loading the pickle-format file of the same size. Missing skorch releases are
+pip-installed once into benchmarks/.cache/.
 """
 
 from __future__ import annotations
@@ -46,7 +48,7 @@ from _common import (
 
 WRITE = """
 import sys, zlib
-import torch, skorch
+import joblib, torch, skorch
 from skorch_loadfix import formats
 from _common import report
 n, folder = int(sys.argv[1]), sys.argv[2]
@@ -57,6 +59,8 @@ net = skorch.NeuralNetRegressor(
 for writer in formats.WRITERS:
     with open(f"{folder}/{writer}.pkl", "wb") as file:
         file.write(formats.dumps(net, writer))
+joblib.dump(net, f"{folder}/joblib.pkl")
+joblib.dump(net, f"{folder}/joblib-gzip.pkl", compress=("gzip", 3))
 torch.save(net.module_.state_dict(), f"{folder}/state_dict.pt")
 report({"crc": zlib.crc32(net.module_.weight.detach().numpy()), "skorch": skorch.__version__})
 """
@@ -78,6 +82,9 @@ try:
         loaded = torch.load(path, weights_only=True)
     elif how == "load":
         loaded = skorch_loadfix.load(path)
+    elif "joblib" in path:
+        import joblib
+        loaded = joblib.load(path)
     else:
         with open(path, "rb") as file:
             loaded = pickle.load(file)
@@ -120,18 +127,20 @@ class Config:
     formats: tuple[str, ...] = ("pickle", "torch.save")
 
 
+JOBLIB = ("joblib", "joblib gzip")
 CONFIGS = (
-    Config("upstream 1.4.0", "1.4.0", "plain"),
+    Config("upstream 1.4.0", "1.4.0", "plain", ("pickle", "torch.save", *JOBLIB)),
     Config("1.4.0 patched", "1.4.0", "patched"),
     Config("1.1.0 patched", "1.1.0", "patched"),
     Config("1.0.0 patched", "1.0.0", "patched"),
     Config("1.1.0 unpatched", "1.1.0", "plain"),
-    Config("1.4.0 skorch_loadfix.load()", "1.4.0", "load"),
+    Config("1.4.0 skorch_loadfix.load()", "1.4.0", "load", ("pickle", "torch.save", *JOBLIB)),
     Config("1.1.0 skorch_loadfix.load()", "1.1.0", "load"),
     Config("torch.load(weights_only=True) of the state_dict", "1.4.0", "state_dict", ("-",)),
 )
 REFERENCE = ("upstream 1.4.0", "pickle")
 FILES = {"pickle": "pickle.pkl", "torch.save": "torch.save.pkl", "-": "state_dict.pt"}
+FILES |= {"joblib": "joblib.pkl", "joblib gzip": "joblib-gzip.pkl"}
 
 
 @dataclass

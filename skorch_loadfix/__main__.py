@@ -49,11 +49,15 @@ def show_status() -> int:
     return 0
 
 
-def inspect_command(path: Path, *, as_json: bool) -> int:
+def inspect_command(path: Path, *, as_json: bool, allow: tuple[str, ...] = ()) -> int:
     from .inspection import inspect_file
+    from .upgrade import blocked_allow
 
+    if blocked_allow(allow):
+        print(f"skorch-loadfix inspect: {blocked_allow(allow)}", file=sys.stderr)
+        return 2
     try:
-        report = inspect_file(path.read_bytes())
+        report = inspect_file(path.read_bytes(), allow)
     except Exception as exc:  # a report on untrusted bytes: one line, never a traceback
         message = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
         print(f"skorch-loadfix inspect: {path}: {message}", file=sys.stderr)
@@ -101,15 +105,23 @@ def make_parser() -> argparse.ArgumentParser:
     )
     inspect.add_argument("file", type=Path, help="the file to report on; nothing in it is run")
     inspect.add_argument("--json", action="store_true", help="print JSON for machines")
+    inspect.add_argument(
+        "--allow",
+        action="append",
+        default=[],
+        metavar="MODULE.QUALNAME",
+        help="a global load() may resolve besides its allowlist, as upgrade --allow (repeatable)",
+    )
     from .upgrade import add_arguments
 
     upgrade = commands.add_parser(
         "upgrade",
         help="re-save old pickled nets so the installed skorch reads them without this package",
-        description="Load IN (through load(), or --trusted) and write OUT as the installed "
-        "skorch writes it, atomically; or every file of a folder IN into --out FOLDER, with a "
-        "summary table. Exit status 1 if a file failed, 2 for a usage error (OUT exists "
-        "without --force, OUT is IN).",
+        description="Load IN (a pickle, joblib or torch.save file of a net, or of a Pipeline "
+        "or search object holding nets; through load(), or --trusted) and write OUT as the "
+        "installed skorch writes it, in IN's format, atomically; or every file of a folder IN "
+        "into --out FOLDER, with a summary table. Exit status 1 if a file failed, 2 for a "
+        "usage error (OUT exists without --force, OUT is IN, a blocklisted --allow).",
     )
     add_arguments(upgrade)
     return parser
@@ -122,7 +134,7 @@ def main(argv: list[str] | None = None) -> int:
 
         return run(args)
     if args.command == "inspect":
-        return inspect_command(args.file, as_json=args.json)
+        return inspect_command(args.file, as_json=args.json, allow=tuple(args.allow))
     if args.command == "demo":
         from .demo import main as demo
 

@@ -43,13 +43,20 @@ def load(file: File, *, allow: Iterable[object] = (), device: object = None) -> 
     A tensor saved on a device this machine lacks loads on the CPU, as skorch maps its
     own; ``device`` loads every tensor onto it instead (see ``load_onto``).
 
+    The file may be a pickle (``pickle.dump``, cloudpickle), a ``joblib.dump`` file, plain
+    or compressed (joblib's arrays are read by the same rules), or a ``torch.save`` file
+    of the net. Anything else (empty, text, an ``.npz``, a ``state_dict`` in safetensors)
+    raises ``content.NotAPickledNet``, an ``UnpicklingError`` saying what the file is and
+    what to do.
+
     Raises:
         UntrustedPickleError: the file names or does what the policy does not allow;
             ``.refused`` says what and where, ``.summary`` is a sentence to show a user.
             Nothing it names was called.
         pickle.UnpicklingError: the bytes are not a pickle this loader can read
-            (empty, truncated, another format). ``UntrustedPickleError`` is a subclass:
-            catch it first to tell the two apart.
+            (truncated, corrupt), or not a pickled net at all (``content.NotAPickledNet``,
+            which names what the file is). ``UntrustedPickleError`` is a subclass: catch
+            it first to tell the two apart.
         OSError: ``file`` is a path that cannot be opened or read.
         TypeError: ``file`` is neither a path nor a file opened in binary mode.
         ValueError: ``allow`` names something on the hard blocklist (``os.system``, ...).
@@ -57,10 +64,9 @@ def load(file: File, *, allow: Iterable[object] = (), device: object = None) -> 
     from .devices import outer_map_location
     from .load_kwargs import caller_kwargs, load_onto
     from .safe.hook import guarding
-    from .safe.memoryfile import MemoryFile
     from .safe.policy import policy
     from .safe.readers import Reader
-    from .safe.verifier import OUTER, audit, refuse_untrusted, unreadable
+    from .safe.verifier import audit, refuse_untrusted, unreadable
 
     where = "skorch_loadfix.load()"
     trusted = policy(allow)
@@ -70,7 +76,7 @@ def load(file: File, *, allow: Iterable[object] = (), device: object = None) -> 
             refuse_untrusted(audit(data, trusted, where), where)
             with unreadable():  # allowed globals, but not a net's state, say
                 reader = Reader(outer_map_location(), caller_kwargs() or {}, where, trusted)
-                return reader.unpickler(MemoryFile(data), OUTER).load()
+                return reader.whole_file(data)
 
     if device is None:
         return _reading(file, where, guarded)
@@ -112,17 +118,23 @@ def post_load_effects(file: File, *, allow: Iterable[object] = ()) -> list[NetEf
 def _reading(file: File, where: str, use: Callable[[bytes | memoryview], T]) -> T:
     """``use(data)`` on the file's bytes; a map of them is closed when ``use`` returns.
 
+    What is no pickled net (an empty file, a state_dict, text) is one ``NotAPickledNet``
+    sentence saying what the file is and what to do (see ``content``).
+
     The unpickler hands out views of the map (a net's blob, tensor streams) for skorch's
     reader to consume. A view that outlives the load would alias the file, and keep it
     mapped: bytes the file put under the blob's key and kept elsewhere. Such a file is refused.
     """
+    from .content import explaining
     from .safe.verifier import KEPT_VIEW
 
     data = _read(file, where)
     if not isinstance(data, memoryview):
-        return use(data)
+        with explaining(data):
+            return use(data)
     mapping = cast(mmap.mmap, data.obj)
-    result = use(data)  # raising, views live on in the traceback: the map closes after them
+    with explaining(data):
+        result = use(data)  # raising, views live on in the traceback: the map closes after
     del data
     for _ in range(2):
         try:

@@ -92,9 +92,17 @@ def test_inspect_names_what_weights_only_refuses(capsys, tmp_path, writer):
 
 
 @pytest.mark.parametrize(
-    "content", [b"", b"hello, world\n", bytes(range(256)), "truncated"], ids=repr
+    ("content", "said"),
+    [
+        (b"", "an empty file (0 bytes): nothing was saved in it"),
+        (b"hello, world\n", "a text file: it holds no pickled net"),
+        (bytes(range(256)), "a file of no format skorch-loadfix knows"),
+        ("truncated", "not a readable pickle ("),
+    ],
+    ids=["empty", "text", "binary", "truncated"],
 )
-def test_inspect_garbage_is_one_line_and_exit_2(capsys, tmp_path, own_pickles, content):
+def test_inspect_garbage_is_one_line_and_exit_2(capsys, tmp_path, own_pickles, content, said):
+    """What the file is, by its content (see test_containers), or the pickle's own error."""
     if content == "truncated":
         data = (own_pickles / "pickle.pkl").read_bytes()
         content = data[: len(data) // 2]
@@ -102,6 +110,6 @@ def test_inspect_garbage_is_one_line_and_exit_2(capsys, tmp_path, own_pickles, c
     path.write_bytes(content)
     status, out, err = run(capsys, "inspect", path)
     assert (status, out) == (2, "")
-    assert err.startswith(f"skorch-loadfix inspect: {path}: not a readable pickle (")
-    assert err.count("not a readable pickle") == 1  # said once, not twice
+    assert err.startswith(f"skorch-loadfix inspect: {path}: {said}")
+    assert err.count(said) == 1  # said once, not twice
     assert err.count("\n") == 1

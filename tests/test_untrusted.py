@@ -627,9 +627,7 @@ def test_pickle_from_every_skorch_version_loads(path):
 # -- Bad input ---------------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize(
-    "content", [b"", b"hello, world\n", bytes(range(256)), "truncated", "truncated payload"]
-)
+@pytest.mark.parametrize("content", ["truncated", "truncated payload"])  # others: test_containers
 def test_unreadable_files_are_one_clear_error(marker, net, content):
     if content == "truncated":
         data = pickle.dumps(net)

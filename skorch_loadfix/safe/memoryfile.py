@@ -47,7 +47,7 @@ class MemoryFile(io.RawIOBase):
         return self._position
 
     def read(self, size: int | None = -1) -> bytes:
-        remaining = self._remaining()
+        remaining = self.remaining()
         return bytes(self.view(remaining if size is None or size < 0 else min(size, remaining)))
 
     def readline(self, size: int | None = -1) -> bytes:
@@ -62,7 +62,7 @@ class MemoryFile(io.RawIOBase):
 
     def readinto(self, buffer: Any) -> int:
         target = memoryview(buffer).cast("B")
-        size = min(len(target), self._remaining())
+        size = min(len(target), self.remaining())
         for start in range(0, size, RELEASE_EVERY):
             chunk = self.view(min(RELEASE_EVERY, size - start))
             target[start : start + len(chunk)] = chunk
@@ -80,11 +80,11 @@ class MemoryFile(io.RawIOBase):
             self._copied = 0
 
     def view(self, size: int) -> memoryview:
-        if size > self._remaining():
+        if size > self.remaining():
             raise pickle.UnpicklingError("pickle data was truncated")
         chunk = self._data[self._position : self._position + size]
         self._position += size
         return chunk
 
-    def _remaining(self) -> int:
+    def remaining(self) -> int:
         return max(0, len(self._data) - self._position)

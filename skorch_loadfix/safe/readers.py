@@ -28,6 +28,7 @@ from ..legacy import upgrade_merged_state, upgrade_state
 from .archive import refusals, storage_sizes
 from .described import Storage
 from .hook import guarding
+from .inflating import opened
 from .memoryfile import MemoryFile
 from .policy import Policy, translated
 from .unpickler import KWARGS_NOT_DICT, MERGED, Guarded, InPlace, merged_refusal, unfilled
@@ -134,6 +135,17 @@ class Reader:
             what = f"a {type(found).__name__} (in the {BLOB_LEVEL})"
             raise UntrustedPickleError(self.where, {NOT_DICT: what})
         return found
+
+    def whole_file(self, data: bytes | memoryview) -> Any:
+        """A file as ``load()`` takes it: ``torch.save``'s read as ``torch.load`` would (never
+        its dispatch); else its pickle, compressed or not, with joblib's arrays."""
+        from ..content import readable
+
+        content = readable(data)
+        if content.torch_save:
+            return self._torch_load(data, MemoryFile(data), OUTER)
+        file = opened(data, content.compression)
+        return self.unpickler(file, OUTER, arrays_follow=True).load()
 
     def unpickler(self, file: Any, level: str, **kwargs: Any) -> Guarded:
         assert self.policy is not None

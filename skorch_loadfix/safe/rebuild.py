@@ -37,13 +37,14 @@ def array(
     ``MaskedArray.__setstate__`` would, but through ndarray's own setter for each part."""
     import numpy
 
-    numpy.ndarray.__setstate__(inst, (1, shape, dtype, fortran, _private(data)))
+    setstate: Any = numpy.ndarray.__setstate__  # numpy's stubs want its own scalar types
+    setstate(inst, (1, shape, dtype, fortran, _private(data)))
     # numpy may swap a non-native byte order to the native one, as its own unpickling does
     same = inst.shape == shape and inst.dtype.itemsize == dtype.itemsize and _owns(inst)
     if masked:
         mask, fill = masked
         bools = (1, shape, numpy.dtype(bool), fortran, _private(mask))
-        numpy.ndarray.__setstate__(inst._mask, bools)
+        setstate(inst._mask, bools)
         inst.fill_value = fill
         same = same and inst._mask.shape == shape and _owns(inst._mask)
     return None if same else "numpy built another array"

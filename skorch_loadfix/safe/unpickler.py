@@ -47,6 +47,15 @@ from ..formats import BLOB
 from ..legacy import OLD_BLOB, PREFIXES, upgrade_optimizer_state
 from . import rebuild
 from .described import STORAGE_TYPES, Array, DType, Storage, storage_id
+from .joblib_format import (
+    WRAPPER,
+    WRAPPER_ENTRY,
+    ArrayWrapper,
+    Description,
+    describe,
+    padding,
+    read_array,
+)
 from .memoryfile import MemoryFile
 from .policy import (
     BOUND,
@@ -115,7 +124,9 @@ class InPlace(pickle._Unpickler):
 
     def __init__(self, file: IO[bytes] | MemoryFile, **kwargs: Any) -> None:
         super().__init__(file, **kwargs)
-        self._memory = file if isinstance(file, MemoryFile) else None
+        self.source = file
+        # A MemoryFile, or an Inflating stream: both hand out views (see _bytes).
+        self._memory: Any = file if callable(getattr(file, "view", None)) else None
 
     # Large bytes given to a tensor stream, or a net's blob: a view of the file, not a copy.
     def _bytes(self, size: int) -> None:
@@ -168,6 +179,7 @@ class Rules(InPlace):
         torch_stream: bool = False,
         room: int | None = None,
         records: dict[str, int] | None = None,
+        arrays_follow: bool = False,
         **kwargs: Any,
     ) -> None:
         super().__init__(file, **kwargs)
@@ -175,6 +187,7 @@ class Rules(InPlace):
         self.torch_stream = torch_stream  # inside torch.load: storages come by PERSID
         self.room = _size(file) if room is None else room  # bytes this level holds
         self.records = records  # a zip's storage record sizes by key (``storage_id``)
+        self.arrays_follow = arrays_follow  # a whole file: joblib's arrays follow wrappers
         self._named: dict[int, Entry] = {}  # id -> entry, for what find_class returned
         self._created: dict[int, Entry] = {}  # id -> class entry, for what a call created
         self._described: dict[int, Any] = {}  # id -> description, for C-backed objects made
@@ -225,6 +238,14 @@ class Rules(InPlace):
 
     def streamed(self, result: Any) -> Storage | None:
         """The description of the storage a tensor stream returned (``returned`` checked it)."""
+
+    def joblib_array(self, description: Description) -> Any:
+        """The array after a joblib wrapper (the audit: its bytes skipped), padding read."""
+        raise NotImplementedError
+
+    def nested(self) -> Rules:
+        """An unpickler for a pickle nested in this one's file, at this level, by these rules."""
+        raise NotImplementedError
         raise NotImplementedError
 
     # -- the checks ---------------------------------------------------------------------------
@@ -243,7 +264,10 @@ class Rules(InPlace):
 
     def find_class(self, module: str, name: str) -> Any:
         try:
-            entry, obj = self.policy.entry(module, name, importing=self.importing)
+            if self.arrays_follow and f"{module}.{name}" == WRAPPER:
+                entry, obj = WRAPPER_ENTRY, ArrayWrapper  # never joblib's class: see BUILD
+            else:
+                entry, obj = self.policy.entry(module, name, importing=self.importing)
         except Refused as refused:
             return self.refused_global(refused)
         obj = self.resolve(entry, obj)
@@ -407,6 +431,9 @@ class Rules(InPlace):
         if entry is None or entry.kind != "class":
             self.refuse("BUILD", inst, "only an instance a call of this load created is built")
         assert entry is not None
+        if entry is WRAPPER_ENTRY:
+            self.stack[-1] = self._joblib_array(inst, state)
+            return
         state = snapshot(state)
         slotstate = None
         if entry.state is not None:
@@ -426,6 +453,27 @@ class Rules(InPlace):
         if why is not None:
             self.refuse("BUILD", inst, why)
         self.set_state(entry, inst, state, slotstate)
+
+    def _joblib_array(self, wrapper: Any, state: Any) -> Any:
+        """What joblib's reader puts in a wrapper's place: see ``safe.joblib_format``."""
+        dtype = state.get("dtype") if type(state) is dict else None
+        description = describe(self, state, self.described(dtype))
+        if isinstance(description, str):
+            self.refuse("BUILD", wrapper, description)
+        assert isinstance(description, Description)
+        frame = self._unframer.current_frame  # type: ignore[attr-defined]
+        if frame is not None and frame.tell() < len(frame.getbuffer()):
+            self.refuse("BUILD", wrapper, "joblib writes an array after its wrapper's frame")
+        self._unframer.current_frame = None  # type: ignore[attr-defined]
+        del self._created[id(wrapper)]  # built once: the memo's copy is a husk from now on
+        if not description.objects:
+            padding(self.source, description)
+            return self.joblib_array(description)
+        nested = self.nested()  # joblib pickles an object array after its wrapper
+        found = nested.load()
+        if nested.created(found) != "numpy.ndarray":
+            self.refuse("BUILD", wrapper, "the pickle after an object array's wrapper is no array")
+        return found
 
     def instance_type(self, entry: Entry, inst: Any) -> type | None:
         """The class ``inst`` is an instance of, if known (the audit imports nothing)."""
@@ -651,6 +699,12 @@ class Guarded(Rules):
 
     def construct(self, entry: Entry, cls: Any, args: tuple[Any, ...]) -> Any:
         return cls.__new__(cls, *args)
+
+    def joblib_array(self, description: Description) -> Any:
+        return read_array(self.source, description)
+
+    def nested(self) -> Rules:
+        return Guarded(self.source, self.policy, self.where, self.level, self._net)
 
     def returned(self, entry: Entry, func: Any, result: Any) -> str | None:
         if entry.kind == "class":  # exactly that class (numpy's dtype: one of its subclasses)

@@ -22,11 +22,14 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any
 
+from ..content import NotAPickledNet, readable
 from ..errors import UntrustedPickleError
 from ..formats import BLOB
 from ..legacy import OLD_BLOB, PREFIXES, init_defaults
 from .archive import data_pickle, refusals, storage_sizes
 from .described import STORAGE_TYPES, DType, Storage
+from .inflating import opened
+from .joblib_format import Description, skip_array
 from .memoryfile import MemoryFile
 from .policy import Entry, Policy, Refused, translated
 from .unpickler import (
@@ -133,6 +136,13 @@ class Symbolic(Rules):
     def construct(self, entry: Entry, cls: Any, args: tuple[Any, ...]) -> Any:
         return Made(entry, args)
 
+    def joblib_array(self, description: Description) -> Any:
+        skip_array(self.source, description)
+        return Made(Entry("numpy.ndarray", "constant"))
+
+    def nested(self) -> Rules:
+        return Symbolic(self.source, self.audit, self.level)
+
     def instance_type(self, entry: Entry, inst: Any) -> type | None:
         found = self.policy.imported(entry.name)
         return found if isinstance(found, type) else None
@@ -235,7 +245,12 @@ class Audit:
         self.findings.refused.setdefault(name, why)
 
     def file(self, data: bytes | memoryview) -> Findings:
-        self._kept_views(self._pickle(MemoryFile(data), OUTER), OUTER)
+        content = readable(data)
+        if content.torch_save:
+            found = self._torch(data, OUTER)
+        else:
+            found = self._pickle(opened(data, content.compression), OUTER, arrays_follow=True)
+        self._kept_views(found, OUTER)
         return self.findings
 
     def blob(self, data: bytes | memoryview) -> Any:
@@ -307,6 +322,7 @@ class Audit:
         level: str,
         *,
         torch_stream: bool = False,
+        arrays_follow: bool = False,
         roots: dict[str, Storage] | None = None,
         room: int | None = None,
         records: dict[str, int] | None = None,
@@ -315,7 +331,13 @@ class Audit:
         ``room``: the bytes the level holds, if more than ``file``'s; ``records``: a zip's
         storage sizes by key."""
         unpickler = Symbolic(
-            file, self, level, torch_stream=torch_stream, room=room, records=records
+            file,
+            self,
+            level,
+            torch_stream=torch_stream,
+            room=room,
+            records=records,
+            arrays_follow=arrays_follow,
         )
         try:
             return unpickler.load()
@@ -408,7 +430,7 @@ def unreadable() -> Iterator[None]:
     """Whatever bytes make a reader raise becomes one UnpicklingError that says so."""
     try:
         yield
-    except UntrustedPickleError:
+    except (UntrustedPickleError, NotAPickledNet):
         raise
     except Exception as exc:  # UnpicklingError, EOFError, BadZipFile, RecursionError, ...
         raise pickle.UnpicklingError(
