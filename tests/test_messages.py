@@ -153,11 +153,14 @@ def documented_raises() -> set[str]:
     return set(re.findall(r"^\s{8}([\w.]+):", section, flags=re.MULTILINE))
 
 
+TRUNCATED = pickle.dumps(list(range(100)))[:-20]  # a pickle cut short: EOFError inside
+
+
 def raised_by_load(tmp_path) -> dict[str, BaseException]:
     """Each way load() fails, each by the real thing."""
     cases = {
         "UntrustedPickleError": lambda: skorch_loadfix.load(io.BytesIO(pickle.dumps(os.system))),
-        "pickle.UnpicklingError": lambda: skorch_loadfix.load(io.BytesIO(b"")),
+        "pickle.UnpicklingError": lambda: skorch_loadfix.load(io.BytesIO(TRUNCATED)),
         "OSError": lambda: skorch_loadfix.load(tmp_path / "missing.pkl"),
         "TypeError": lambda: skorch_loadfix.load(io.StringIO("text")),
         "ValueError": lambda: skorch_loadfix.load(io.BytesIO(b""), allow=["os.system"]),

@@ -185,7 +185,8 @@ class Rules(InPlace):
         super().__init__(file, **kwargs)
         self.policy, self.where, self.level = policy, where, level
         self.torch_stream = torch_stream  # inside torch.load: storages come by PERSID
-        self.room = _size(file) if room is None else room  # bytes this level holds
+        self._room = room if room is not None or not file.seekable() else _size(file)
+        self._file = file
         self.records = records  # a zip's storage record sizes by key (``storage_id``)
         self.arrays_follow = arrays_follow  # a whole file: joblib's arrays follow wrappers
         self._named: dict[int, Entry] = {}  # id -> entry, for what find_class returned
@@ -195,6 +196,12 @@ class Rules(InPlace):
         self.verdicts: dict[tuple[str, int], tuple[Any, int]] = {}  # policy._walk's
         self.storage_keys: set[Any] = set()  # the key of each storage id read
         self._storages: dict[str, Storage] = {}  # key -> the storage torch files under it
+
+    @property
+    def room(self) -> int:
+        """The bytes this level holds: what it may allocate at most. A decompressing stream's
+        size is known only as it yields, so there it is what it has yielded so far."""
+        return self._room if self._room is not None else int(self._file.tell())
 
     # -- what the two runs do differently --------------------------------------------------
 
