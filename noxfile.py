@@ -40,7 +40,10 @@ nox.options.reuse_existing_virtualenvs = True
 # worksteal: a few tests start fresh interpreters and take seconds, the rest milliseconds.
 MATRIX_ARGS = ["-n", "2", "--dist", "worksteal"]
 # Run once, on REFERENCE_TORCH: they test this package, not a skorch or torch release.
-ONCE = ["tests/test_hook.py", "tests/test_programs.py"]
+ONCE = [
+    *("tests/test_hook.py", "tests/test_programs.py"),  # the audit hook, random programs
+    *("tests/test_soundness.py", "tests/test_widened.py"),  # the restricted unpickler's rules
+]
 # test_activation.py builds venvs and worker pools (once, on REFERENCE_TORCH); test_cluster.py
 # needs dask and ray (the cluster session).
 ELSEWHERE = [*ONCE, "tests/test_activation.py", "tests/test_cluster.py"]
