@@ -8,7 +8,8 @@ The CI plan (``.ci/run`` on a fresh 2-core machine: under 60 minutes, limited di
 
 - ``tests(torch=...)``: on the reference torch (2.13.0, the CPU wheel CI has on disk) every
   skorch release runs every test module, the release-independent ones (the audit hook,
-  the random programs, the unpickler's soundness rules) once on the newest skorch, then wrapt 1.17 and auto-activation.
+  the random programs, the unpickler's soundness rules) once on the newest skorch, then
+  wrapt 1.17 and auto-activation.
   The other columns run the core modules (round trips, warnings, patches, kwargs, devices): every
   release on 2.5.1 (the last torch that warns about ``weights_only``), one release per
   load-path generation on the newest (2.14.1) and on the oldest (2.0.1, with 0.12.1 and the
