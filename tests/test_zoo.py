@@ -7,7 +7,6 @@ of the table again, and its item is refused; the items in ``zoo.REFUSED`` must s
 
 import importlib
 import io
-import pickle
 import sys
 import warnings
 
@@ -40,14 +39,15 @@ def load(data: bytes):
         return skorch_loadfix.load(io.BytesIO(data), allow=zoo.ALLOW)
 
 
-def trusted(data: bytes):
-    """What a user who trusts the file does: pickle.loads, skorch's torch.load unrestricted
-    (skorch <= 1.1 on torch >= 2.6 would load weights only, and refuse its own nets)."""
+def trusted(data: bytes, container: str = "pickle"):
+    """What a user who trusts the file does: the container's own reader, skorch's torch.load
+    unrestricted (skorch <= 1.1 on torch >= 2.6 would load weights only, and refuse its own
+    nets)."""
     skorch_loadfix.apply()
     try:
         with skorch_loadfix.torch_load_kwargs(weights_only=False), warnings.catch_warnings():
             warnings.simplefilter("ignore")
-            return pickle.loads(data)
+            return zoo.loads_trusted(data, container)
     finally:
         skorch_loadfix.revert()
 
@@ -85,7 +85,7 @@ def test_zoo_item_loads_as_trusted(item, tmp_path):
             load(data)
         return
     assert skorch_loadfix.untrusted_globals(io.BytesIO(data), allow=zoo.ALLOW) == {}
-    loaded, reference = load(data), trusted(data)
+    loaded, reference = load(data), trusted(data, item.container)
     assert type(loaded) is type(reference)
     inputs = getattr(zoo, item.inputs)
     predicts = item.id not in zoo.UNPREDICTABLE
