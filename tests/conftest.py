@@ -18,6 +18,18 @@ def patched():
     skorch_loadfix.revert()
 
 
+@pytest.fixture(params=["audit and guard", "guard alone"])
+def line(request, monkeypatch):
+    """Both lines of defence, then the unpickler's guard with the audit switched off."""
+    from skorch_loadfix import sites
+    from skorch_loadfix.safe import verifier
+
+    if request.param == "guard alone":
+        monkeypatch.setattr(verifier, "refuse_untrusted", lambda *args: None)
+        monkeypatch.setattr(sites, "refuse_untrusted", lambda *args: None)
+    return request.param
+
+
 @pytest.fixture(autouse=True)
 def _never_left_applied():
     yield

@@ -27,7 +27,7 @@ from skorch import NeuralNetClassifier
 from skorch.callbacks import EpochTimer
 
 import skorch_loadfix
-from skorch_loadfix import UntrustedPickleError, sites
+from skorch_loadfix import UntrustedPickleError
 from skorch_loadfix.formats import BLOB, WRITERS, dumps, dumps_state
 from skorch_loadfix.legacy import PREFIXES
 from skorch_loadfix.safe import verifier
@@ -100,14 +100,6 @@ def loaded_as(mode: str, data: bytes):
 def modes(writer: str) -> list[str]:
     """The guarded modes: apply() without strict restricts a torch.save blob only."""
     return ["load()", "strict", *(["weights_only"] if writer == "torch.save" else [])]
-
-
-@pytest.fixture(params=["audit and guard", "guard alone"])
-def line(request, monkeypatch):
-    if request.param == "guard alone":
-        monkeypatch.setattr(verifier, "refuse_untrusted", lambda *args: None)
-        monkeypatch.setattr(sites, "refuse_untrusted", lambda *args: None)
-    return request.param
 
 
 def imports_marker_when_pickled(data: bytes, mode: str, tmp_path: Path) -> bool:

@@ -40,13 +40,12 @@ from skorch import NeuralNetClassifier, NeuralNetRegressor
 from skorch.callbacks import Checkpoint, EarlyStopping, EpochScoring, LRScheduler
 
 import skorch_loadfix
-from skorch_loadfix import UntrustedPickleError, sites
+from skorch_loadfix import UntrustedPickleError
 from skorch_loadfix.demo_model import Block, Model
 from skorch_loadfix.formats import BLOB, WRITERS, dumps, dumps_state
 from skorch_loadfix.safe import memoryfile, verifier
 
 LEVELS = (OUTER, BLOB_LEVEL, TENSORS)
-LINES = ["audit and guard", "guard alone"]
 
 
 @pytest.fixture(scope="module")
@@ -134,15 +133,6 @@ def torch_saved(payload: Payload) -> bool:
 
 def not_refused(found: dict[str, str]) -> dict[str, str]:
     return {family: outcome for family, outcome in found.items() if outcome != "refused"}
-
-
-@pytest.fixture(params=LINES)
-def line(request, monkeypatch):
-    """Both lines of defence, then the unpickler's guard with the audit switched off."""
-    if request.param == "guard alone":
-        monkeypatch.setattr(verifier, "refuse_untrusted", lambda *args: None)
-        monkeypatch.setattr(sites, "refuse_untrusted", lambda *args: None)
-    return request.param
 
 
 def assert_refused(error, payload, level):

@@ -17,17 +17,8 @@ from skorch.history import History
 from torch import nn
 
 import skorch_loadfix
-from skorch_loadfix import UntrustedPickleError, sites
-from skorch_loadfix.safe import verifier
+from skorch_loadfix import UntrustedPickleError
 from skorch_loadfix.safe.unpickler import StandIn
-
-
-@pytest.fixture(params=["audit and guard", "guard alone"])
-def line(request, monkeypatch):
-    if request.param == "guard alone":
-        monkeypatch.setattr(verifier, "refuse_untrusted", lambda *args: None)
-        monkeypatch.setattr(sites, "refuse_untrusted", lambda *args: None)
-    return request.param
 
 
 def refused(data: bytes, line: str, why: str) -> None:

@@ -63,8 +63,11 @@ PARAMETER = "torch.nn.parameter.Parameter"
 class Facts(Protocol):
     """What an argument check may ask the unpickler about an object on its stack."""
 
-    room: int  # the bytes the level being read holds: no call allocates more on its say-so
     verdicts: dict[tuple[str, int], tuple[Any, int]]  # see _walk
+
+    @property
+    def room(self) -> int:
+        """The bytes the level being read holds: no call allocates more on its say-so."""
 
     def created(self, obj: Any) -> str | None:
         """The class an earlier call of this load created ``obj`` as, if one did."""
