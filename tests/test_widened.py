@@ -44,10 +44,7 @@ def dumps(obj) -> bytes:
 # -- bound methods: builtins.getattr's substitute -------------------------------------------------
 
 
-def test_a_bound_method_of_a_table_class_loads_and_is_stored():
-    linear = nn.Linear(2, 2)
-    loaded = skorch_loadfix.load(io.BytesIO(dumps(linear.forward)))
-    assert loaded.__func__ is nn.Linear.forward and type(loaded.__self__) is nn.Linear
+def test_a_bound_method_skorch_stores_loads_and_is_stored():
     callback = Freezer("head.weight")
     callback.initialize()  # stores its bound _default_schedule, and partial(self._epoch_at)
     loaded = skorch_loadfix.load(io.BytesIO(dumps(callback)))
@@ -60,6 +57,10 @@ def test_a_bound_method_of_a_table_class_loads_and_is_stored():
         (nn.Linear(2, 2), "weight", "is not a method torch.nn.modules.linear.Linear defines"),
         (nn.Linear(2, 2), "__class__", "the name of a method"),
         (nn.Linear(2, 2), "T_destination", "is not a method"),  # a class attribute, no function
+        # Methods skorch never stores: stored as module=, fit would call them with the
+        # file's arguments (History.to_file writes a path the file chose).
+        (nn.Linear(2, 2), "forward", "skorch stores only these bound methods"),
+        (History(), "to_file", "skorch stores only these bound methods"),
         (nn.Linear, "mro", "an instance of a table class made in this load"),
         (np.float64, "fromhex", "an instance of a table class made in this load"),
     ],
@@ -71,13 +72,14 @@ def test_getattr_binds_only_a_table_class_method_to_an_instance_made_here(target
 
 
 def test_a_bound_method_is_never_called_during_the_load(line):
-    data = dumps(Reduce(Called(getattr, nn.Linear(2, 2), "forward"), torch.ones(2)))
-    assert torch.is_tensor(pickle.loads(data))  # the control: forward ran
+    data = dumps(Reduce(Called(getattr, Freezer("x"), "_epoch_at"), 0))
+    with pytest.raises(AttributeError, match="history"):  # the control: the method ran
+        pickle.loads(data)
     refused(data, line, "only what find_class returned under the policy is called")
 
 
 def test_a_partial_of_a_bound_method_takes_plain_data_only(line):
-    bound = nn.Linear(2, 2).forward
+    bound = Freezer("x")._epoch_at
     pickle.loads(dumps(functools.partial(bound, nn.ReLU())))  # the control
     refused(dumps(functools.partial(bound, nn.ReLU())), line, "must be data made in this load")
     skorch_loadfix.load(io.BytesIO(dumps(functools.partial(bound, epoch=1))))
@@ -251,3 +253,35 @@ def test_a_namedtuple_holds_data_made_here_only(line):
     refused(data, line, "takes 3 fields, each data made in this load")
     triplet = _ImputerTriplet(np.int64(1), np.arange(2), nn.Linear(2, 2))
     assert skorch_loadfix.load(io.BytesIO(dumps(triplet))).feat_idx == 1
+
+
+# -- what a load hands out may be stored: a table function is sealed, a sparse part copied ---
+
+
+def test_a_table_function_stored_by_the_file_is_sealed():
+    """Stored where fit calls a callable (module=), torch._tensor._rebuild_from_type_v2 would
+    create anything and set dunder attributes on it with the file's arguments."""
+    rebuild = torch._tensor._rebuild_from_type_v2
+    data = dumps({"module": rebuild})
+    assert pickle.loads(data)["module"] is rebuild  # the control: the real function
+    stored = skorch_loadfix.load(io.BytesIO(data))["module"]
+    assert stored is not rebuild
+    with pytest.raises(TypeError, match="called only while loading"):
+        stored(History, History, (), {"__module__": "x"})
+
+
+def test_a_sparse_tensor_keeps_no_storage_the_file_shares():
+    """Indices checked at load and shared with a buffer that training updates would index
+    past the values later (torch.save writes a storage the two share once): the sparse
+    tensor gets copies."""
+    sparse = torch.sparse_csr_tensor(
+        torch.tensor([0, 1, 2]), torch.tensor([0, 1]), torch.ones(2), (2, 2)
+    )
+    file = io.BytesIO()
+    torch.save({"sparse": sparse, "counter": sparse.crow_indices()}, file)
+    trusting = torch.load(io.BytesIO(file.getvalue()), weights_only=False)  # the control
+    trusting["counter"].add_(5)
+    assert trusting["sparse"].crow_indices()[-1] == 7
+    loaded = skorch_loadfix.load(io.BytesIO(file.getvalue()))
+    loaded["counter"].add_(5)
+    assert loaded["sparse"].crow_indices().tolist() == [0, 1, 2]

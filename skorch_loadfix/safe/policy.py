@@ -474,7 +474,21 @@ def _bound_method(facts: Facts, args: tuple[Any, ...]) -> str | None:
     cls = _lookup(made, importing=True)[1]
     if not isinstance(cls, type) or type(defined(cls, args[1])) is not types.FunctionType:
         return f"{args[1]!r} is not a method {made} defines as a plain function"
+    owner = next(klass for klass in cls.__mro__ if args[1] in vars(klass))
+    if f"{canonical_name(owner)}.{args[1]}" not in BOUND_METHODS:
+        return f"skorch stores only these bound methods: {sorted(BOUND_METHODS)}"
     return None
+
+
+# The bound methods skorch itself stores, and so real files hold: any other method of a table
+# class, stored where skorch calls a callable (module=, criterion=, a callback's), would run
+# with arguments the file chose at fit (History.to_file, NeuralNet.save_params: a path).
+BOUND_METHODS = frozenset(
+    {
+        "skorch.callbacks.training.ParamMapper._default_schedule",  # Freezer's schedule
+        "skorch.callbacks.training.ParamMapper._epoch_at",  # its at=partial(...)
+    }
+)
 
 
 def defined(cls: type, name: str) -> Any:

@@ -645,6 +645,25 @@ def _bind(instance: Any, name: str) -> types.MethodType:
     return types.MethodType(defined(type(instance), name), instance)
 
 
+class Sealed:
+    """What a load holds for a function of the table (a rebuild, a constructor): the
+    unpickler calls it at once, with the arguments its entry checked. Stored anywhere (a
+    net's ``module``, which ``fit`` calls with arguments the file chose), it is this, and
+    calling it later raises."""
+
+    def __init__(self, name: str, function: Any) -> None:
+        self.name, self.function = name, function
+
+    def __call__(self, *args: Any, **kwargs: Any) -> Any:
+        raise TypeError(
+            f"{self.name} was stored by a file read with skorch_loadfix.load(): it is called "
+            "only while loading, with the arguments the policy checked, never later"
+        )
+
+    def __repr__(self) -> str:
+        return f"<sealed {self.name}>"
+
+
 class StandIn:
     """What a load gets for a name the blocklist keeps and a rule does instead: protocols 0
     and 1 spell ``cls.__new__(cls)`` as ``copyreg._reconstructor(cls, builtins.object, None)``,
@@ -667,14 +686,25 @@ def _sparse_tensor(layout: Any, data: tuple[Any, ...]) -> Any:
     would read and write outside the values."""
     import torch
 
+    # torch keeps the tensors it is given: copies, so that no other tensor of the file sharing
+    # their storage (a buffer training updates) can change the indices once checked.
     if layout == torch.sparse_coo:
         indices, values, size, *coalesced = data
         return torch.sparse_coo_tensor(
-            indices, values, size, check_invariants=True, is_coalesced=next(iter(coalesced), None)
+            indices.clone(),
+            values.clone(),
+            size,
+            check_invariants=True,
+            is_coalesced=next(iter(coalesced), None),
         )
     compressed, plain, values, size = data
     return torch.sparse_compressed_tensor(
-        compressed, plain, values, size, layout=layout, check_invariants=True
+        compressed.clone(),
+        plain.clone(),
+        values.clone(),
+        size,
+        layout=layout,
+        check_invariants=True,
     )
 
 
@@ -691,7 +721,11 @@ class Guarded(Rules):
     def resolve(self, entry: Entry, obj: Any) -> Any:
         substitutes = {"stream": self.tensor_stream, "latin1": _latin1, "method": _bind}
         substitutes |= {"sparse": _sparse_tensor, "frombuffer": rebuild.frombuffer, **_MARKERS}
-        return substitutes.get(entry.substitute or "", obj)
+        found = substitutes.get(entry.substitute or "", obj)
+        # The table's functions, not one the caller allowed by name (stored as theirs).
+        sealed = entry.kind == "function" and table().get(entry.name) is entry
+        sealed = sealed and entry.substitute not in ("stream", *_MARKERS)
+        return Sealed(entry.name, found) if sealed else found
 
     def invoke(self, entry: Entry, func: Any, args: tuple[Any, ...]) -> Any:
         if entry.substitute == "typed":  # (rebuild, torch.Tensor, its arguments, attributes)
@@ -702,7 +736,7 @@ class Guarded(Rules):
             return tensor
         if entry.hooks_at is not None:  # the file's (empty) dict could be filled later
             args = (*args[: entry.hooks_at], collections.OrderedDict(), *args[entry.hooks_at + 1 :])
-        return func(*args)
+        return (func.function if type(func) is Sealed else func)(*args)
 
     def construct(self, entry: Entry, cls: Any, args: tuple[Any, ...]) -> Any:
         return cls.__new__(cls, *args)
