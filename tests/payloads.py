@@ -22,6 +22,7 @@ import torchscript_payload
 from skorch_loadfix.formats import BLOB, dumps_state
 
 OUTER, BLOB_LEVEL, TENSORS = "outer pickle", "cuda-attributes blob", "tensor streams"
+NESTED_STREAM = "REDUCE on torch.storage._load_from_bytes"
 EXT_CODE = 240  # a copyreg extension code the tests register for os.system
 
 
@@ -36,6 +37,11 @@ class Payload:
 
     def level_refused(self, placed_at: str) -> str:
         return TENSORS if self.nested else placed_at
+
+    def refused_as(self, placed_at: str) -> str:
+        """What a refusal names: its global, but a stream placed inside a tensor stream is
+        refused there, before its global is read (torch writes no stream in a stream)."""
+        return NESTED_STREAM if self.nested and placed_at == TENSORS else self.refused
 
 
 class Reduce:

@@ -697,3 +697,77 @@ def test_arrays_never_write_into_the_files_bytes():
     first[0] = 1.0
     assert second[0] == 0.0 and raw == data
     assert owns_its_bytes(first) and owns_its_bytes(second)
+
+
+# -- red team 4: nesting, streams in streams, loops a table class's __setstate__ runs ---------
+
+
+def test_a_deep_tuple_is_refused_before_anything_hashes_it(line):
+    """CPython hashes a tuple (a dict key, a set item) recursively in C, with no guard."""
+    data = b"\x80\x02}" + b")" + b"\x85" * 300_000 + b"Ns."
+    crashed = subprocess.run(
+        [sys.executable, "-c", "import pickle, sys; pickle.loads(sys.stdin.buffer.read())"],
+        input=data,
+        capture_output=True,
+    )
+    assert crashed.returncode < 0  # the control: SIGSEGV
+    for opcodes in (data, b"\x80\x04(" + b")" + b"\x85" * 200 + b"\x91."):  # and a FROZENSET
+        with pytest.raises(UntrustedPickleError, match="nest at most 100 deep"):
+            if line == "audit and guard":
+                assert skorch_loadfix.untrusted_globals(io.BytesIO(opcodes)) != {}
+            skorch_loadfix.load(io.BytesIO(opcodes))
+
+
+class _StreamOf:
+    """Pickles as a tensor stream of ``data``, as torch pickles a storage."""
+
+    def __init__(self, data: bytes):
+        self.data = data
+
+    def __reduce__(self):
+        return torch.storage._load_from_bytes, (self.data,)
+
+
+def test_a_tensor_stream_never_holds_another(line):
+    """torch writes one level: nesting them (1200 deep) only recursed until Python gave up."""
+    inner, middle = io.BytesIO(), io.BytesIO()
+    torch.save(torch.zeros(2).untyped_storage(), inner)
+    torch.save(_StreamOf(inner.getvalue()), middle)
+    data = pickle.dumps(_StreamOf(middle.getvalue()))
+    assert isinstance(pickle.loads(data), torch.storage.TypedStorage)  # the control: it nests
+    with pytest.raises(UntrustedPickleError, match="no tensor stream inside another"):
+        if line == "audit and guard":
+            assert skorch_loadfix.untrusted_globals(io.BytesIO(data)) != {}
+        skorch_loadfix.load(io.BytesIO(data))
+
+
+def test_an_rnn_takes_only_torchs_weight_names_form(line, monkeypatch):
+    """torch < 1.8's form makes RNNBase.__setstate__ loop over the file's num_layers."""
+    lstm = torch.nn.LSTM(1, 1)
+    legit = pickle.dumps(lstm)
+    state = {k: v for k, v in lstm.__dict__.items() if k != "_flat_weight_refs"}
+    state.update(_all_weights=[[0]], num_layers=2000, _parameters={}, _flat_weights=[])
+    state["_flat_weights_names"] = []
+    monkeypatch.setattr(torch.nn.LSTM, "__getstate__", lambda self: state, raising=False)
+    data = pickle.dumps(lstm, protocol=4)
+    assert len(pickle.loads(data)._flat_weights_names) == 2000 * 4  # the control: it looped
+    with pytest.raises(UntrustedPickleError, match="_all_weights must be lists"):
+        if line == "audit and guard":
+            assert skorch_loadfix.untrusted_globals(io.BytesIO(data)) != {}
+        skorch_loadfix.load(io.BytesIO(data))
+    assert type(skorch_loadfix.load(io.BytesIO(legit))) is torch.nn.LSTM
+
+
+def test_optimizer_groups_shared_through_the_memo_are_refused(line):
+    """Adam.__setstate__ loops over every group's params: M shared groups of N params would
+    cost M x N from a file of M + N items."""
+    params = [torch.nn.Parameter(torch.zeros(1))]
+    optimizer = torch.optim.Adam(params)
+    group = optimizer.param_groups[0]
+    optimizer.param_groups = [group] * 50
+    data = pickle.dumps(optimizer)
+    assert len(pickle.loads(data).param_groups) == 50  # the control: it loads, looping
+    with pytest.raises(UntrustedPickleError, match="must be distinct"):
+        if line == "audit and guard":
+            assert skorch_loadfix.untrusted_globals(io.BytesIO(data)) != {}
+        skorch_loadfix.load(io.BytesIO(data))

@@ -112,7 +112,7 @@ def outcomes(marker, net, level, load, *, only=lambda payload: True) -> dict[str
             outcome = "loaded"
         except UntrustedPickleError as error:
             where = f"in the {payload.level_refused(level)}"
-            named = where in error.refused.get(payload.refused, "")
+            named = where in error.refused.get(payload.refused_as(level), "")
             outcome = "refused" if named else f"refused {error.refused}"
         except Exception as error:  # what a payload that ran leaves behind is rarely a net
             outcome = f"{type(error).__name__}: {error}"
@@ -136,8 +136,9 @@ def not_refused(found: dict[str, str]) -> dict[str, str]:
 
 
 def assert_refused(error, payload, level):
-    assert payload.refused in error.value.refused, str(error.value)
-    assert f"in the {payload.level_refused(level)}" in error.value.refused[payload.refused]
+    refused = payload.refused_as(level)
+    assert refused in error.value.refused, str(error.value)
+    assert f"in the {payload.level_refused(level)}" in error.value.refused[refused]
 
 
 @pytest.mark.parametrize("level", LEVELS)

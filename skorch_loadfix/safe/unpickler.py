@@ -60,6 +60,7 @@ from .memoryfile import MemoryFile
 from .policy import (
     BOUND,
     MASKED,
+    MAX_DEPTH,
     MT19937,
     PARAMETER,
     RANDOM_STATE,
@@ -75,6 +76,7 @@ from .policy import (
 )
 from .snapshot import snapshot
 
+OUTER, BLOB_LEVEL, TENSORS = "outer pickle", "cuda-attributes blob", "tensor streams"
 BLOB_KEYS = (BLOB, OLD_BLOB)  # skorch 0.5 kept the blob under the old key
 # Dunder keys skorch itself wrote into a net's state, which restore() consumes: the blob,
 # and the list a 2022 development version kept beside it (legacy translates it).
@@ -194,6 +196,7 @@ class Rules(InPlace):
         self._described: dict[int, Any] = {}  # id -> description, for C-backed objects made
         self._keep: list[Any] = []  # keeps all three alive, so that no id is reused
         self.verdicts: dict[tuple[str, int], tuple[Any, int]] = {}  # policy._walk's
+        self._depths: dict[int, tuple[Any, int]] = {}  # tuples and frozensets: their height
         self.storage_keys: set[Any] = set()  # the key of each storage id read
         self._storages: dict[str, Storage] = {}  # key -> the storage torch files under it
 
@@ -325,6 +328,8 @@ class Rules(InPlace):
             why = entry.args(self, args)
             if why is not None:
                 self.refuse(opcode, func, why)
+            if entry.substitute == "stream" and self.level == TENSORS:
+                self.refuse(opcode, func, "torch writes no tensor stream inside another")
             if entry.substitute == "reconstructor":
                 return self._reconstruct(opcode, args)
             if entry.kind == "class" and opcode == "NEWOBJ":
@@ -352,6 +357,8 @@ class Rules(InPlace):
         method = entry.substitute == "method"  # a bound method, stored, never called: see policy
         if (isinstance(result, _CALLABLES) and not method) or id(result) in self._named:
             self.refuse(opcode, result, f"a call of {entry.name} returned a callable")
+        if type(result) in (tuple, frozenset):
+            self._depths[id(result)] = (result, self._height(opcode, result))
         why = self.returned(entry, func, result)
         if why is not None:
             self.refuse(opcode, result, why)
@@ -457,6 +464,7 @@ class Rules(InPlace):
             )
         if why is None:
             why = self._shadowing(entry, inst, state) or self._optimizer_state(entry, inst, state)
+            why = why or self._rnn_state(entry, inst, state)
         if why is not None:
             self.refuse("BUILD", inst, why)
         self.set_state(entry, inst, state, slotstate)
@@ -521,7 +529,27 @@ class Rules(InPlace):
         groups = self.items_of(state.get("param_groups", []))
         if any(self._container(group) != "dict" for group in groups):
             return "an optimizer's param_groups must hold dicts made in this load"
+        # __setstate__ loops over each group's params: shared through the memo, a small
+        # file would cost groups x params.
+        params = [group.get("params") for group in groups if type(group) is dict]
+        lists = [id(group) for group in groups] + [id(p) for p in params if p is not None]
+        if len(set(lists)) != len(lists):
+            return "an optimizer's param groups and their params lists must be distinct"
         return None
+
+    def _rnn_state(self, entry: Entry, inst: Any, state: Any) -> str | None:
+        """``RNNBase.__setstate__`` rebuilds the weight names from ``num_layers`` when they are
+        not names (torch < 1.8's form): a loop whose length the file chooses."""
+        cls = self.instance_type(entry, inst)
+        nn = sys.modules.get("torch.nn")
+        if cls is None or nn is None or type(state) is not dict or not issubclass(cls, nn.RNNBase):
+            return None
+        layers = state.get("_all_weights")
+        names = self._container(layers) == "list" and all(
+            self._container(layer) == "list" and all(type(n) is str for n in self.items_of(layer))
+            for layer in self.items_of(layers)
+        )
+        return None if names else "an RNN's _all_weights must be lists of its weights' names"
 
     def attribute_dict(self, state: Any) -> bool:
         return type(state) is dict and all(
@@ -600,6 +628,32 @@ class Rules(InPlace):
     def load_persid(self) -> None:
         self.refuse("PERSID", None, "torch writes BINPERSID only")
 
+    # Tuples and frozensets are hashed (as dict keys, set items) by CPython recursively in C,
+    # with no guard: each records its height as it is made, and none is higher than MAX_DEPTH.
+    def _height(self, opcode: str, items: Any) -> int:
+        below = (self._depths[id(item)][1] for item in items if id(item) in self._depths)
+        height = 1 + max(below, default=0)
+        if height > MAX_DEPTH:
+            self.refuse(opcode, None, f"tuples and frozensets nest at most {MAX_DEPTH} deep")
+        return height
+
+    def _immutable(self, opcode: str, kind: type, items: list[Any]) -> None:
+        height = self._height(opcode, items)  # before frozenset hashes its items
+        made = kind(items)
+        self._depths[id(made)] = (made, height)
+        self.append(made)
+
+    def load_tuple(self) -> None:
+        self._immutable("TUPLE", tuple, self.pop_mark())  # type: ignore[attr-defined]
+
+    def _load_tuple_of(self, count: int) -> None:
+        items = self.stack[-count:]
+        del self.stack[-count:]
+        self._immutable(f"TUPLE{count}", tuple, items)
+
+    def load_frozenset(self) -> None:
+        self._immutable("FROZENSET", frozenset, self.pop_mark())  # type: ignore[attr-defined]
+
     for _name, _method in [
         ("REDUCE", load_reduce),
         ("NEWOBJ", load_newobj),
@@ -612,6 +666,11 @@ class Rules(InPlace):
         ("ADDITEMS", load_additems),
         ("BINPERSID", load_binpersid),
         ("PERSID", load_persid),
+        ("TUPLE", load_tuple),
+        ("TUPLE1", lambda self: self._load_tuple_of(1)),
+        ("TUPLE2", lambda self: self._load_tuple_of(2)),
+        ("TUPLE3", lambda self: self._load_tuple_of(3)),
+        ("FROZENSET", load_frozenset),
     ]:
         dispatch[_opcode(_name)] = _method
     del _name, _method

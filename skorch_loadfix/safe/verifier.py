@@ -41,8 +41,10 @@ from .unpickler import (
     merged_refusal,
     unfilled,
 )
+from .unpickler import BLOB_LEVEL as BLOB_LEVEL  # the levels: inspect and readers read them here
+from .unpickler import OUTER as OUTER
+from .unpickler import TENSORS as TENSORS
 
-OUTER, BLOB_LEVEL, TENSORS = "outer pickle", "cuda-attributes blob", "tensor streams"
 LEVELS = (OUTER, BLOB_LEVEL, TENSORS)
 NOT_BYTES = "a net's blob that is not bytes written in the file"
 NOT_DICT = "a net's blob that does not load as a dict"
