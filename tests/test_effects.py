@@ -163,3 +163,24 @@ def test_effects_are_read_without_importing_what_the_file_names(tmp_path):
     listed, before, after = result.stdout.splitlines()
     assert "calls imported_marker.sink: iterator_train__collate_fn" in listed
     assert (before, after) == ("False", "True") and marker.exists()
+
+
+def test_the_report_costs_what_the_file_is_not_what_it_unfolds_to():
+    """The file's values are shown bounded: a memo-shared list nested 40 deep is 2**40 items
+    unfolded, and an int past 4300 digits has no repr at all."""
+    shared: list = [0]
+    for _ in range(40):
+        shared = [shared, shared]
+    for value in (shared, 10**5000):
+        net = NeuralNetClassifier(torch.nn.Linear, module__in_features=4, module__out_features=2)
+        net.torch_load_kwargs = {"weights_only": value}
+        data = pickle.dumps(net.initialize())
+        assert len(data) < 20_000
+        (found,) = skorch_loadfix.post_load_effects(io.BytesIO(data))
+        assert found.weakens_later_loads and len(found.torch_load_kwargs) < 200
+    small: list = [0]
+    for _ in range(16):
+        small = [small, small]
+    assert len(repr(small)) > 2**16  # the control: repr unfolds the shared lists
+    with pytest.raises(ValueError, match="digits"):
+        repr(10**5000)

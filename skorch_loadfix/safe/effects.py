@@ -12,6 +12,7 @@ reported, read from the audit's symbols: nothing the file names is imported or r
 from __future__ import annotations
 
 import os
+import reprlib
 from dataclasses import dataclass
 from typing import Any, Literal
 
@@ -198,5 +199,24 @@ def _shown(value: Any) -> str:
         if value.entry.name == "functools.partial" and type(value.state) is tuple:
             return f"functools.partial({_shown(value.state[0])}, ...)"
         return f"a {value.entry.name}"
-    text = repr(value)
-    return text if len(text) <= 120 else text[:117] + "..."
+    return _BOUNDED.repr(value)
+
+
+class _Bounded(reprlib.Repr):
+    """A repr whose cost the file cannot choose: three levels, a few items of each, no
+    int printed whole (a memo-shared list nested 40 deep is 2**40 items in full)."""
+
+    def __init__(self) -> None:
+        super().__init__()  # Python 3.11's takes no limits: set below
+        self.maxlevel, self.maxlong, self.maxstring, self.maxother = 3, 40, 120, 120
+        self.maxtuple = self.maxlist = self.maxdict = self.maxset = self.maxfrozenset = 6
+
+    def repr_int(self, x: int, level: int) -> str:
+        return (
+            super().repr_int(x, level)
+            if x.bit_length() <= 128
+            else f"<an int of {x.bit_length()} bits>"
+        )
+
+
+_BOUNDED = _Bounded()
