@@ -54,6 +54,8 @@ class Report:
     needs_module_subclass: list[str] = field(default_factory=list)
     refused_by_load: dict[str, str] = field(default_factory=dict)
     effects: list[NetEffects] = field(default_factory=list)
+    # What load() refuses in the outer pickle, which apply()'s callers read with pickle.load.
+    run_by_pickle: list[str] = field(default_factory=list)
 
     def __str__(self) -> str:
         lines = [
@@ -65,15 +67,18 @@ class Report:
         ]
         for level, names in self.globals.items():
             lines.append(f"globals in the {level}:")
-            lines += [f"  {name}" for name in names] or ["  (none)"]
+            lines += [f"  {_printable(name)}" for name in names] or ["  (none)"]
         how = "torch.load(weights_only=True)" if self.torch_save else "weights_only=True"
-        lines.append(f"loads with {how}: {self.verdict}")
-        refusals = [f"  {name}: {why}" for name, why in self.refused_by_load.items()]
+        lines.append(f"loads with {how}: {_printable(self.verdict)}")
+        refusals = [
+            f"  {_printable(f'{name}: {why}')}" for name, why in self.refused_by_load.items()
+        ]
         lines.append(f"loads with skorch_loadfix.load(): {'no, it refuses' if refusals else 'yes'}")
         lines += refusals
         lines.append("what this net does when you use it (the file's choices; load() replaces")
         lines.append("only torch_load_kwargs):")
-        lines += [f"  {line}" for net in self.effects for line in str(net).splitlines()]
+        effects = [line for net in self.effects for line in str(net).splitlines()]
+        lines += [f"  {_printable(line)}" for line in effects]
         return "\n".join(lines if self.effects else [*lines, "  (no skorch net found)"])
 
     @property
@@ -82,6 +87,12 @@ class Report:
 
     @property
     def verdict(self) -> str:
+        if self.run_by_pickle:
+            names = ", ".join(self.run_by_pickle[:5])
+            return (
+                f"no: the outer pickle names {names}, which pickle.load runs whatever "
+                "weights_only says; read it with skorch_loadfix.load()"
+            )
         refused = self.refused_under_weights_only
         if refused:
             more = f" and {len(refused) - 5} more" if len(refused) > 5 else ""
@@ -137,7 +148,18 @@ def _report(
         needs_module_subclass=conditional,
         refused_by_load=findings.refused,
         effects=post_load_effects_of(findings),
+        run_by_pickle=[] if content.torch_save else _outer_refusals(findings),
     )
+
+
+def _outer_refusals(findings: Findings) -> list[str]:
+    return [name for name, why in findings.refused.items() if why.endswith(f"(in the {OUTER})")]
+
+
+def _printable(text: str) -> str:
+    """``text`` with what a terminal would act on escaped: a file's names may hold newlines
+    and escape sequences that would redraw the report around them."""
+    return "".join(ch if ch.isprintable() else ascii(ch)[1:-1] for ch in text)
 
 
 def _net_state(findings: Findings) -> Any:

@@ -46,6 +46,7 @@ from payloads import (
     tensor,
     torch_streams,
 )
+from sklearn.impute._iterative import _ImputerTriplet
 
 import skorch_loadfix
 from skorch_loadfix import UntrustedPickleError
@@ -768,6 +769,35 @@ def test_optimizer_groups_shared_through_the_memo_are_refused(line):
     data = pickle.dumps(optimizer)
     assert len(pickle.loads(data).param_groups) == 50  # the control: it loads, looping
     with pytest.raises(UntrustedPickleError, match="must be distinct"):
+        if line == "audit and guard":
+            assert skorch_loadfix.untrusted_globals(io.BytesIO(data)) != {}
+        skorch_loadfix.load(io.BytesIO(data))
+
+
+def test_a_tuple_shared_at_every_level_is_refused_before_it_is_hashed(line):
+    """Hashing visits a shared item each time: 40 levels of (t, t) are 2**40 visits, from a
+    file of a few hundred bytes (memo GETs). Its unfolded size is bounded by the bytes read."""
+    key: tuple = ()
+    for _ in range(40):
+        key = (key, key)
+    data = pickle.dumps({key: None})
+    assert len(data) < 1000  # the control: what the file costs, against 2**40 to hash
+    with pytest.raises(UntrustedPickleError, match="unfolds to more items"):
+        if line == "audit and guard":
+            assert skorch_loadfix.untrusted_globals(io.BytesIO(data)) != {}
+        skorch_loadfix.load(io.BytesIO(data))
+
+
+def test_a_deep_tuple_is_refused_through_a_namedtuple_too(line):
+    """A namedtuple the table allows (_ImputerTriplet) is a tuple: its height counts."""
+    chain: tuple = ()
+    for _ in range(30):
+        for _ in range(9):
+            chain = (chain,)
+        chain = _ImputerTriplet(chain, 0, 0)
+    data = pickle.dumps({"x": chain}, protocol=4)
+    assert pickle.loads(data)  # the control: it loads, 300 deep
+    with pytest.raises(UntrustedPickleError, match="nest at most 100 deep"):
         if line == "audit and guard":
             assert skorch_loadfix.untrusted_globals(io.BytesIO(data)) != {}
         skorch_loadfix.load(io.BytesIO(data))

@@ -25,6 +25,7 @@ from __future__ import annotations
 import _compat_pickle
 import functools
 import importlib
+import re
 import sys
 import types
 from collections.abc import Callable, Iterable, Mapping
@@ -987,6 +988,8 @@ class Policy:
         its module is not imported yet; the entry alone then decides.
         """
         full = translated(module, name)
+        if not _DOTTED.fullmatch(full):  # before it reaches any message: a name is shown
+            raise Refused(ascii(full), "not a dotted name of identifiers")
         stand_in = table().get(full)
         if stand_in is not None and stand_in.substitute in STAND_INS:
             return stand_in, None  # the unpickler hands out its substitute, never the object
@@ -1050,6 +1053,9 @@ class Policy:
 
 def _any_args(facts: Facts, args: tuple[Any, ...]) -> str | None:
     return None  # the caller allowed it by name, as torch's add_safe_globals does
+
+
+_DOTTED = re.compile(r"[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z_][A-Za-z0-9_]*)*")
 
 
 def _lookup(full: str, *, importing: bool) -> tuple[str, Any]:

@@ -7,7 +7,8 @@ copy made before the check is the only one that is checked and kept; the memo st
 the original, so nothing later in the stream reaches what was checked.
 
 Only containers of exactly the types pickle's own opcodes build (``dict``, ``list``,
-``tuple``, ``set``, ``frozenset``) are copied; anything else, and anything a call made
+``tuple``, ``set``, ``frozenset``) are copied, and a tuple or frozenset only where it holds
+a mutable one; anything else, and anything a call made
 (an ``OrderedDict``, a tensor, an instance), stays the object it is, so identity checks
 (what a call of this load created, what ``find_class`` returned) see the same objects.
 """
@@ -32,7 +33,11 @@ def snapshot(obj: Any) -> Any:
     found = _containers(obj)
     copies: dict[int, Any] = {id(c): type(c)() for c in found if type(c) in _MUTABLE}
     for container in _children_first(found):  # tuples, frozensets: their items first
-        copies[id(container)] = type(container)(_copied(item, copies) for item in container)
+        items = [_copied(item, copies) for item in container]
+        same = all(new is old for new, old in zip(items, container, strict=True))
+        # Nothing mutable below: no copy, so that what the unpickler knows of it (its height,
+        # for hashing) still holds.
+        copies[id(container)] = container if same else type(container)(items)
     for container in found:
         copy = copies[id(container)]
         if type(container) is dict:

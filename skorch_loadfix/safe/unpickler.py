@@ -196,7 +196,7 @@ class Rules(InPlace):
         self._described: dict[int, Any] = {}  # id -> description, for C-backed objects made
         self._keep: list[Any] = []  # keeps all three alive, so that no id is reused
         self.verdicts: dict[tuple[str, int], tuple[Any, int]] = {}  # policy._walk's
-        self._depths: dict[int, tuple[Any, int]] = {}  # tuples and frozensets: their height
+        self._depths: dict[int, tuple[Any, int, int]] = {}  # tuples, frozensets: height, size
         self.storage_keys: set[Any] = set()  # the key of each storage id read
         self._storages: dict[str, Storage] = {}  # key -> the storage torch files under it
 
@@ -357,8 +357,8 @@ class Rules(InPlace):
         method = entry.substitute == "method"  # a bound method, stored, never called: see policy
         if (isinstance(result, _CALLABLES) and not method) or id(result) in self._named:
             self.refuse(opcode, result, f"a call of {entry.name} returned a callable")
-        if type(result) in (tuple, frozenset):
-            self._depths[id(result)] = (result, self._height(opcode, result))
+        if isinstance(result, (tuple, frozenset)):  # a namedtuple's fields too
+            self._depths[id(result)] = (result, *self._size(opcode, result))
         why = self.returned(entry, func, result)
         if why is not None:
             self.refuse(opcode, result, why)
@@ -629,18 +629,24 @@ class Rules(InPlace):
         self.refuse("PERSID", None, "torch writes BINPERSID only")
 
     # Tuples and frozensets are hashed (as dict keys, set items) by CPython recursively in C,
-    # with no guard: each records its height as it is made, and none is higher than MAX_DEPTH.
-    def _height(self, opcode: str, items: Any) -> int:
-        below = (self._depths[id(item)][1] for item in items if id(item) in self._depths)
-        height = 1 + max(below, default=0)
+    # with no guard, and through every item, shared ones again each time: each records its
+    # height and its unfolded size as it is made (its items are final), and none is higher
+    # than MAX_DEPTH or larger than the bytes read.
+    def _size(self, opcode: str, items: Any) -> tuple[int, int]:
+        known = [self._depths[id(item)] for item in items if id(item) in self._depths]
+        height = 1 + max((below for _, below, _ in known), default=0)
+        size = 1 + len(items) + sum(inner for _, _, inner in known)
         if height > MAX_DEPTH:
             self.refuse(opcode, None, f"tuples and frozensets nest at most {MAX_DEPTH} deep")
-        return height
+        if size > max(self.room, 1 << 16):
+            why = "a tuple or frozenset unfolds to more items than the file holds bytes"
+            self.refuse(opcode, None, why)
+        return height, size
 
     def _immutable(self, opcode: str, kind: type, items: list[Any]) -> None:
-        height = self._height(opcode, items)  # before frozenset hashes its items
+        size = self._size(opcode, items)  # before frozenset hashes its items
         made = kind(items)
-        self._depths[id(made)] = (made, height)
+        self._depths[id(made)] = (made, *size)
         self.append(made)
 
     def load_tuple(self) -> None:
