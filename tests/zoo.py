@@ -243,8 +243,15 @@ CALLBACK_ARGS: dict[str, dict[str, Callable[[Path], dict[str, Any]]]] = {
     "EarlyStopping": {"default": lambda tmp: {}, "threshold": lambda tmp: {"patience": 2}},
     "GradientNormClipping": {"norm": lambda tmp: {"gradient_clip_value": 1.0}},
     "LRScheduler": {
-        policy: (lambda tmp, policy=policy: {"policy": policy, **SCHEDULER_ARGS.get(policy, {})})
-        for policy in ("StepLR", "CyclicLR", "ReduceLROnPlateau", "WarmRestartLR")
+        name: (
+            lambda tmp, name=name, policy=policy: {"policy": policy, **SCHEDULER_ARGS.get(name, {})}
+        )
+        for name, policy in (
+            ("StepLR", "StepLR"),
+            ("CyclicLR", torch.optim.lr_scheduler.CyclicLR),  # skorch 0.12 has no such name
+            ("ReduceLROnPlateau", "ReduceLROnPlateau"),
+            ("WarmRestartLR", "WarmRestartLR"),
+        )
     },
 }
 
@@ -538,11 +545,12 @@ def _target_regressor(tmp: Path) -> Any:
     from sklearn.preprocessing import StandardScaler
 
     wrapped = TransformedTargetRegressor(
-        net("NeuralNetRegressor", module=Holder(outputs=1)), transformer=StandardScaler()
+        net("NeuralNetRegressor", module=Holder(outputs=2)), transformer=StandardScaler()
     )
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        return wrapped.fit(X, Y_FLOAT)
+        # two targets: it squeezes one to 1-d, which skorch 0.12's regressor refuses
+        return wrapped.fit(X, Y_FLOAT.repeat(2, axis=1))
 
 
 # Public classes of those modules that wrap a net rather than stand before it.
