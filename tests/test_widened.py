@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 import torch
 from payloads import Reduce, _g
-from skorch.callbacks import Freezer
+from skorch.callbacks import EpochTimer, Freezer
 from skorch.history import History
 from torch import nn
 
@@ -285,3 +285,50 @@ def test_a_sparse_tensor_keeps_no_storage_the_file_shares():
     loaded = skorch_loadfix.load(io.BytesIO(file.getvalue()))
     loaded["counter"].add_(5)
     assert loaded["sparse"].crow_indices().tolist() == [0, 1, 2]
+
+
+# -- metadata routing's requests ------------------------------------------------------------------
+
+
+def requested():
+    """What scikit-learn keeps after set_fit_request (<= 1.5: every search's scorer too)."""
+    import sklearn
+    from sklearn.preprocessing import StandardScaler
+
+    with sklearn.config_context(enable_metadata_routing=True):
+        return StandardScaler().set_fit_request(sample_weight=True)
+
+
+def test_metadata_requests_load_and_need_their_entries(monkeypatch):
+    from skorch_loadfix.safe import policy
+
+    data = dumps(requested())
+    loaded = skorch_loadfix.load(io.BytesIO(data))
+    assert loaded._metadata_request.fit.requests == {"sample_weight": True}
+    for name in ("MetadataRequest", "MethodMetadataRequest"):  # the control: each is needed
+        table = {k: v for k, v in policy.table().items() if not k.endswith(f".{name}")}
+        with monkeypatch.context() as patched:
+            patched.setattr(policy, "table", lambda table=table: table)
+            with pytest.raises(UntrustedPickleError, match=f"_metadata_requests.{name}"):
+                skorch_loadfix.load(io.BytesIO(data))
+
+
+def test_a_metadata_request_holds_its_methods_requests_only(line):
+    """Its ``consumes`` calls ``getattr(self, method)._consumes``: a method's attribute the
+    file chose would be called."""
+    requests = requested()._metadata_request
+    timer = EpochTimer()
+    timer._consumes = dict  # an attribute: EpochTimer has none
+    requests.fit = timer
+    data = dumps(requests)
+    called = pickle.loads(data).consumes("fit", ["sample_weight"])  # the control: it is live
+    assert called == {"params": ["sample_weight"]}
+    refused(data, line, "a method's name: a sklearn.utils._metadata_requests.MethodMetadata")
+
+
+def test_a_methods_requests_are_plain_values(line):
+    requests = requested()._metadata_request.fit
+    requests._requests["sample_weight"] = EpochTimer()
+    data = dumps(requests)
+    assert type(pickle.loads(data).requests["sample_weight"]) is EpochTimer  # the control
+    refused(data, line, "{'_requests': {a name: None, a bool or an alias}")

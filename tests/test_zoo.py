@@ -116,7 +116,8 @@ WIDENED = {
     "numpy.ma.core._mareconstruct": "search:GridSearchCV(net)",
     "numpy.ma.MaskedArray": "search:GridSearchCV(net)",
     "sklearn.metrics._scorer._PassthroughScorer": "search:RandomizedSearchCV(pipeline)",
-    "sklearn.model_selection._split.StratifiedKFold": "search:GridSearchCV(pipeline)",
+    # the halving searches keep their checked cv; the others not on scikit-learn 1.5
+    "sklearn.model_selection._split.StratifiedKFold": "search:HalvingGridSearchCV(pipeline)",
     "sklearn.model_selection._search_successive_halving.HalvingGridSearchCV": (
         "search:HalvingGridSearchCV(net)"
     ),

@@ -284,8 +284,15 @@ CALLBACK_ARGS: dict[str, dict[str, Callable[[Path], dict[str, Any]]]] = {
     "EarlyStopping": {"default": lambda tmp: {}, "threshold": lambda tmp: {"patience": 2}},
     "GradientNormClipping": {"norm": lambda tmp: {"gradient_clip_value": 1.0}},
     "LRScheduler": {
-        policy: (lambda tmp, policy=policy: {"policy": policy, **SCHEDULER_ARGS.get(policy, {})})
-        for policy in ("StepLR", "CyclicLR", "ReduceLROnPlateau", "WarmRestartLR")
+        name: (
+            lambda tmp, name=name, policy=policy: {"policy": policy, **SCHEDULER_ARGS.get(name, {})}
+        )
+        for name, policy in (
+            ("StepLR", "StepLR"),
+            ("CyclicLR", torch.optim.lr_scheduler.CyclicLR),  # skorch 0.12 has no such name
+            ("ReduceLROnPlateau", "ReduceLROnPlateau"),
+            ("WarmRestartLR", "WarmRestartLR"),
+        )
     },
 }
 
@@ -521,8 +528,14 @@ STEP_ARGS: dict[str, Callable[[], dict[str, Any]]] = {
     },
     "SelectKBest": lambda: {"k": 2},
     "SparseCoder": lambda: {"dictionary": RNG.rand(2, 4)},
+    # A generator of its own: numpy's global one, random_state=None, pickles its SeedSequence
+    # only until something in the process calls np.random.seed (then it has none).
+    "MiniBatchDictionaryLearning": lambda: {
+        "n_components": 2,
+        "random_state": np.random.RandomState(),
+    },
     "QuantileTransformer": lambda: {"n_quantiles": 10},
-    "KBinsDiscretizer": lambda: {"n_bins": 2, "quantile_method": "averaged_inverted_cdf"},
+    "KBinsDiscretizer": lambda: {"n_bins": 2},  # quantile_method: scikit-learn >= 1.7 only
     "OneHotEncoder": lambda: {"sparse_output": False},
 }
 STEP_INPUTS = {
@@ -573,11 +586,12 @@ def _target_regressor(tmp: Path) -> Any:
     from sklearn.preprocessing import StandardScaler
 
     wrapped = TransformedTargetRegressor(
-        net("NeuralNetRegressor", module=Holder(outputs=1)), transformer=StandardScaler()
+        net("NeuralNetRegressor", module=Holder(outputs=2)), transformer=StandardScaler()
     )
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        return wrapped.fit(X, Y_FLOAT)
+        # two targets: it squeezes one to 1-d, which skorch 0.12's regressor refuses
+        return wrapped.fit(X, Y_FLOAT.repeat(2, axis=1))
 
 
 # Public classes of those modules that wrap a net rather than stand before it.

@@ -695,6 +695,40 @@ def _scorer_state(facts: Facts, state: Any) -> str | None:
     return None if func is None or _storable(facts.named(func)) else "_score_func not allowed"
 
 
+METADATA = "sklearn.utils._metadata_requests."
+METHOD_REQUEST = f"{METADATA}MethodMetadataRequest"
+
+
+_OWNER = "'owner': a str or an instance made in this load"
+
+
+def _owner(facts: Facts, owner: Any) -> bool:
+    """Named in routing's messages: a class name (scikit-learn <= 1.7) or the estimator."""
+    return type(owner) is str or facts.created(owner) is not None
+
+
+def _method_request_state(facts: Facts, state: Any) -> str | None:
+    """Routing reads ``_requests`` as {parameter: what to do}: plain values, no objects."""
+    if type(state) is dict and state.keys() == {"_requests", "owner", "method"}:
+        requests, method = state["_requests"], state["method"]
+        plain = type(requests) is dict and all(
+            type(k) is str and (v is None or type(v) in (bool, str)) for k, v in requests.items()
+        )
+        if plain and _owner(facts, state["owner"]) and type(method) is str:
+            return None
+    return f"takes {{'_requests': {{a name: None, a bool or an alias}}, {_OWNER}, 'method': str}}"
+
+
+def _metadata_request_state(facts: Facts, state: Any) -> str | None:
+    """Its methods call ``getattr(self, method)._consumes`` and friends: each attribute but
+    ``owner`` must be a method's requests made in this load, not an object the file chose."""
+    if _attribute_dict(state) and _owner(facts, state.get("owner")):
+        methods = (value for key, value in state.items() if key != "owner")
+        if all(facts.created(value) == METHOD_REQUEST for value in methods):
+            return None
+    return f"takes {{{_OWNER}, a method's name: a {METHOD_REQUEST} made in this load}}"
+
+
 def _attribute_dict(state: Any) -> bool:
     return type(state) is dict and all(type(k) is str and not _dunder(k) for k in state)
 
@@ -801,6 +835,10 @@ _HAND: list[Entry] = [
         state=_scorer_state,
     ),
     *_entries("class", "sklearn.metrics._scorer._PassthroughScorer"),  # search objects keep it
+    # Metadata routing's requests: kept by scikit-learn <= 1.5's _PassthroughScorer, and by
+    # an estimator after set_fit_request() and friends.
+    *_entries("class", f"{METADATA}MetadataRequest", state=_metadata_request_state),
+    *_entries("class", METHOD_REQUEST, state=_method_request_state),
     # MultiheadAttention's out_proj: a Linear subclass that adds nothing.
     *_entries("class", "torch.nn.modules.linear.NonDynamicallyQuantizableLinear"),
     # A bound method, pickled as builtins.getattr(instance, name): see _bound_method.
