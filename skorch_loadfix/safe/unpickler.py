@@ -233,6 +233,10 @@ class Rules(InPlace):
         """Why ``result`` of calling ``entry`` (``func``) may not stay on the stack, or None."""
         return None
 
+    def tuple_items(self, entry: Entry, result: Any) -> Any:
+        """The items of ``result`` if it is a tuple or frozenset (hashed item by item)."""
+        return result if isinstance(result, (tuple, frozenset)) else None
+
     def rebuild(self, inst: Any, built: DType | tuple[Any, ...]) -> None:
         """Give ``inst`` the state its checked description ``built`` says, and nothing else:
         a dtype's, or an array's (shape, fortran, dtype, data)."""
@@ -357,8 +361,9 @@ class Rules(InPlace):
         method = entry.substitute == "method"  # a bound method, stored, never called: see policy
         if (isinstance(result, _CALLABLES) and not method) or id(result) in self._named:
             self.refuse(opcode, result, f"a call of {entry.name} returned a callable")
-        if isinstance(result, (tuple, frozenset)):  # a namedtuple's fields too
-            self._depths[id(result)] = (result, *self._size(opcode, result))
+        items = self.tuple_items(entry, result)  # a namedtuple's fields too
+        if items is not None:
+            self._depths[id(result)] = (result, *self._size(opcode, items))
         why = self.returned(entry, func, result)
         if why is not None:
             self.refuse(opcode, result, why)

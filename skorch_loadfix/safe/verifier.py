@@ -138,6 +138,12 @@ class Symbolic(Rules):
     def construct(self, entry: Entry, cls: Any, args: tuple[Any, ...]) -> Any:
         return Made(entry, args)
 
+    def tuple_items(self, entry: Entry, result: Any) -> Any:
+        if not isinstance(result, Made):
+            return super().tuple_items(entry, result)
+        cls = self.instance_type(entry, result)  # a namedtuple the loader makes as a tuple
+        return result.args if isinstance(cls, type) and issubclass(cls, tuple) else None
+
     def joblib_array(self, description: Description) -> Any:
         skip_array(self.source, description)
         return Made(Entry("numpy.ndarray", "constant"))
