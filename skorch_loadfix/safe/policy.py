@@ -25,6 +25,7 @@ from __future__ import annotations
 import _compat_pickle
 import functools
 import importlib
+import math
 import re
 import sys
 import types
@@ -584,9 +585,7 @@ def masked_error(facts: Facts, shape: tuple[int, ...], mask: Any, fill: Any) -> 
     """Why a masked array's mask and fill value, after its data (an array's state, checked
     as one), are not what numpy.ma writes: the mask's bytes, one an element, and a fill value
     numpy checks against the dtype: plain data, or a numpy scalar or array made here."""
-    count = 1
-    for n in shape:
-        count *= n
+    count = math.prod(shape)
     if type(mask) is not bytes or len(mask) != count:
         return f"its mask must be exactly the {count} bytes of its shape"
     made = facts.created(fill) in ("numpy.ndarray", "numpy.generic")
